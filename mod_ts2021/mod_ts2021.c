@@ -1,0 +1,94 @@
+/* mod_ts2021.c: the module's hooks: start-up checks, key loading, per-child
+ * database bring-up, and dispatch of the Tailscale control paths to handlers. */
+#include "mod_ts2021.h"
+
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <ap_mpm.h>
+#include <sodium.h>
+
+
+static int ts_any_enabled(server_rec *s)
+{
+    for (; s; s = s->next) {
+        if (ts_conf(s)->enabled == 1) return 1;
+    }
+    return 0;
+}
+
+/* Runs for `apache2 -t` as well as for a start: every configuration mistake we can
+ * see without side effects is reported here. */
+static int ts_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                           server_rec *s)
+{
+    int threaded = 0;
+
+    (void)plog;
+    if (!ts_any_enabled(s)) return OK;
+    if (ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS
+        && threaded == AP_MPMQ_NOT_SUPPORTED) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10930)
+                     "TS2021 needs a threaded MPM (event or worker): long-lived "
+                     "control connections would pin one prefork process each");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (ts_dbd_check_config(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
+    return ts_keys_check_config(pconf, ptemp, s);
+}
+
+static int ts_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                          server_rec *s)
+{
+    (void)plog;
+    if (!ts_any_enabled(s)) return OK;
+    if (sodium_init() < 0) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(10931)
+                     "TS2021: libsodium failed to initialise");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (ts_keys_post_config(pconf, ptemp, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
+    return ts_dbd_post_config(pconf, s);
+}
+
+static void ts_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    if (!ts_any_enabled(s)) return;
+    ts_dbd_child_init(pchild, s);
+}
+
+/* The protocol fixes the paths, so an enabled vhost serves them without SetHandler;
+ * SetHandler ts2021-key also works, e.g. to serve /key on another vhost. */
+static int ts_handler(request_rec *r)
+{
+    ts_server_conf *conf = ts_conf(r->server);
+    int ours_by_path = conf->enabled == 1 && r->uri && !strcmp(r->uri, "/key");
+
+    if (r->handler && !strcmp(r->handler, "ts2021-key")) return ts_key_handler(r);
+    if (ours_by_path) return ts_key_handler(r);
+    return DECLINED;
+}
+
+static void ts_register_hooks(apr_pool_t *p)
+{
+    static const char *const after_dbd[] = { "mod_dbd.c", NULL };
+
+    (void)p;
+    ap_hook_check_config(ts_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(ts_post_config, after_dbd, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(ts_child_init, after_dbd, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(ts_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(ts2021) = {
+    STANDARD20_MODULE_STUFF,
+    NULL,
+    NULL,
+    ts_config_create_server,
+    ts_config_merge_server,
+    ts_config_cmds,
+    ts_register_hooks,
+#if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
+    AP_MODULE_FLAG_NONE
+#endif
+};

@@ -1,0 +1,51 @@
+/* mod_ts2021.h: the module's shared glue declarations: per-server configuration
+ * and the hooks' entry points. Only glue files (mod_ts2021*.c) include it. */
+#ifndef MOD_TS2021_H
+#define MOD_TS2021_H
+
+#include <httpd.h>
+#include <http_config.h>
+
+#include "ts_keys.h"
+
+/* Only the module structure is exported (-fvisibility=hidden elsewhere). */
+extern module AP_MODULE_DECLARE_DATA __attribute__((visibility("default"))) ts2021_module;
+
+#define TS_UNSET (-1)
+
+typedef struct ts_server_conf {
+    int enabled;                /* TS2021 On|Off, TS_UNSET until set */
+    const char *state_dir;      /* TS2021StateDir; NULL until set */
+    const char *key_file;       /* TS2021KeyFile; NULL = derived from state_dir */
+    const char *server_url;     /* TS2021ServerURL; NULL = derived from the request */
+    int min_capver;             /* TS2021MinCapVersion */
+    /* Runtime (post_config, read-only once children run). */
+    ts_keys_t *keys;            /* loaded server key pairs */
+    struct ts_dbd_state *dbd;   /* per-child database state (mod_ts2021_dbd.c) */
+} ts_server_conf;
+
+#define TS_DEFAULT_MIN_CAPVER 32
+#define TS_MAX_CAPVER 65535
+
+ts_server_conf *ts_conf(server_rec *s);
+
+/* mod_ts2021_config.c */
+extern const command_rec ts_config_cmds[];
+void *ts_config_create_server(apr_pool_t *p, server_rec *s);
+void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv);
+const char *ts_config_state_dir(apr_pool_t *p, const ts_server_conf *conf);
+const char *ts_config_key_file(apr_pool_t *p, server_rec *s, const ts_server_conf *conf);
+
+/* mod_ts2021_key.c: GET /key */
+int ts_key_handler(request_rec *r);
+
+/* mod_ts2021_keys.c: key files checked, generated and loaded at start-up */
+int ts_keys_check_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+int ts_keys_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+
+/* mod_ts2021_dbd.c: mod_dbd access and schema bring-up */
+int ts_dbd_check_config(apr_pool_t *pconf, server_rec *s);
+int ts_dbd_post_config(apr_pool_t *pconf, server_rec *s);
+void ts_dbd_child_init(apr_pool_t *pchild, server_rec *s);
+
+#endif

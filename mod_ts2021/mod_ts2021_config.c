@@ -1,0 +1,143 @@
+/* mod_ts2021_config.c: the TS2021* directives, per-server creation and merging.
+ * Every field starts unset so a VirtualHost inherits what it does not set. */
+#include "mod_ts2021.h"
+
+#include <http_log.h>
+#include <apr_strings.h>
+#include <apr_lib.h>
+#include <apr_uri.h>
+
+#ifndef TS_DEFAULT_STATE_DIR
+#define TS_DEFAULT_STATE_DIR "/var/lib/apache2/ts2021"
+#endif
+
+ts_server_conf *ts_conf(server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &ts2021_module);
+}
+
+void *ts_config_create_server(apr_pool_t *p, server_rec *s)
+{
+    ts_server_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    (void)s;
+    conf->enabled = TS_UNSET;
+    conf->min_capver = TS_UNSET;
+    return conf;
+}
+
+void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
+{
+    ts_server_conf *base = basev, *add = addv;
+    ts_server_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->enabled = add->enabled != TS_UNSET ? add->enabled : base->enabled;
+    conf->state_dir = add->state_dir ? add->state_dir : base->state_dir;
+    /* A key file is one vhost's identity: never inherited, unless the vhost says so. */
+    conf->key_file = add->key_file;
+    conf->server_url = add->server_url ? add->server_url : base->server_url;
+    conf->min_capver = add->min_capver != TS_UNSET ? add->min_capver : base->min_capver;
+    return conf;
+}
+
+const char *ts_config_state_dir(apr_pool_t *p, const ts_server_conf *conf)
+{
+    (void)p;
+    return conf->state_dir ? conf->state_dir : TS_DEFAULT_STATE_DIR;
+}
+
+/* Default key file: one per ServerName, not per port, since a client fetches /key
+ * once and then upgrades on :80 or :443, and both must hold the same Noise key. */
+const char *ts_config_key_file(apr_pool_t *p, server_rec *s, const ts_server_conf *conf)
+{
+    char *name, *c;
+
+    if (conf->key_file) return conf->key_file;
+    name = apr_psprintf(p, "%s.key", s->server_hostname ? s->server_hostname : "default");
+    for (c = name; *c; c++) {
+        if (!apr_isalnum(*c) && *c != '.' && *c != '-' && *c != '_') *c = '_';
+    }
+    return apr_pstrcat(p, ts_config_state_dir(p, conf), "/", name, NULL);
+}
+
+static const char *set_enabled(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+
+    (void)dc;
+    if (!strcasecmp(arg, "on")) conf->enabled = 1;
+    else if (!strcasecmp(arg, "off")) conf->enabled = 0;
+    else return apr_psprintf(cmd->pool, "TS2021: '%s' is not On or Off", arg);
+    return NULL;
+}
+
+static const char *set_state_dir(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+
+    (void)dc;
+    conf->state_dir = ap_server_root_relative(cmd->pool, arg);
+    if (!conf->state_dir) return apr_psprintf(cmd->pool, "TS2021StateDir: invalid path '%s'", arg);
+    return NULL;
+}
+
+static const char *set_key_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+
+    (void)dc;
+    conf->key_file = ap_server_root_relative(cmd->pool, arg);
+    if (!conf->key_file) return apr_psprintf(cmd->pool, "TS2021KeyFile: invalid path '%s'", arg);
+    return NULL;
+}
+
+static const char *set_server_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    apr_uri_t uri;
+
+    (void)dc;
+    if (apr_uri_parse(cmd->pool, arg, &uri) != APR_SUCCESS || !uri.scheme || !uri.hostname
+        || (strcasecmp(uri.scheme, "http") && strcasecmp(uri.scheme, "https"))
+        || (uri.path && strcmp(uri.path, "/") && uri.path[0]) || uri.query) {
+        return apr_psprintf(cmd->pool, "TS2021ServerURL: '%s' is not an http:// or https:// "
+                            "URL of the form scheme://host[:port]", arg);
+    }
+    {
+        char *url = apr_pstrdup(cmd->pool, arg);
+        size_t n = strlen(url);
+        if (n && url[n - 1] == '/') url[n - 1] = '\0';
+        conf->server_url = url;
+    }
+    return NULL;
+}
+
+static const char *set_min_capver(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    char *end;
+    apr_int64_t v;
+
+    (void)dc;
+    v = apr_strtoi64(arg, &end, 10);
+    if (*end || end == arg || v < 1 || v > TS_MAX_CAPVER) {
+        return apr_psprintf(cmd->pool, "TS2021MinCapVersion: '%s' is not a number "
+                            "between 1 and %d", arg, TS_MAX_CAPVER);
+    }
+    conf->min_capver = (int)v;
+    return NULL;
+}
+
+const command_rec ts_config_cmds[] = {
+    AP_INIT_TAKE1("TS2021", set_enabled, NULL, RSRC_CONF,
+                  "On|Off: serve the Tailscale control protocol on this virtual host"),
+    AP_INIT_TAKE1("TS2021StateDir", set_state_dir, NULL, RSRC_CONF,
+                  "directory for the server key files (default " TS_DEFAULT_STATE_DIR ")"),
+    AP_INIT_TAKE1("TS2021KeyFile", set_key_file, NULL, RSRC_CONF,
+                  "file holding this virtual host's Noise and legacy key pairs"),
+    AP_INIT_TAKE1("TS2021ServerURL", set_server_url, NULL, RSRC_CONF,
+                  "public URL clients use as --login-server (scheme://host[:port])"),
+    AP_INIT_TAKE1("TS2021MinCapVersion", set_min_capver, NULL, RSRC_CONF,
+                  "oldest client capability version accepted (default 32, v1.24)"),
+    {NULL}
+};
