@@ -275,7 +275,7 @@ apr_status_t ts_frame_early_payload_detect(const uint8_t *in, size_t len, size_t
     uint32_t jlen;
 
     *total = 0;
-    if (memcmp(in, TS_FRAME_EARLY_MAGIC, cmp) != 0) return APR_NOTFOUND;
+    if (cmp && memcmp(in, TS_FRAME_EARLY_MAGIC, cmp) != 0) return APR_NOTFOUND;
     if (len < TS_FRAME_EARLY_HDR_LEN) return APR_INCOMPLETE;
     jlen = ((uint32_t)in[5] << 24) | ((uint32_t)in[6] << 16) | ((uint32_t)in[7] << 8) | in[8];
     if (jlen > TS_FRAME_EARLY_JSON_MAX) return APR_EINVAL;

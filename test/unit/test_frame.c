@@ -705,6 +705,7 @@ static void test_early_payload_detect(void **state)
     assert_int_equal(ts_frame_early_payload_detect(settings, 2, &total), APR_NOTFOUND);
     assert_int_equal(ts_frame_early_payload_detect(near, 9, &total), APR_NOTFOUND);
     assert_int_equal(ts_frame_early_payload_detect(magic_only, 4, &total), APR_INCOMPLETE);
+    assert_int_equal(ts_frame_early_payload_detect(NULL, 0, &total), APR_INCOMPLETE);
     assert_int_equal(ts_frame_early_payload_detect(huge, 8, &total), APR_INCOMPLETE);
     assert_int_equal(ts_frame_early_payload_detect(huge, 9, &total), APR_EINVAL);
     assert_int_equal(ts_frame_early_payload_detect(max, 9, &total), APR_SUCCESS);
