@@ -1,11 +1,13 @@
 /* mod_ts2021.c: the module's hooks: start-up checks, key loading, per-child
  * database bring-up, and dispatch of the Tailscale control paths to handlers. */
 #include "mod_ts2021.h"
+#include "mod_ts2021_conn.h"
 
 #include <http_log.h>
 #include <http_protocol.h>
 #include <http_request.h>
 #include <ap_mpm.h>
+#include <mpm_common.h>
 #include <sodium.h>
 
 
@@ -55,6 +57,12 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
 {
     if (!ts_any_enabled(s)) return;
     ts_dbd_child_init(pchild, s);
+    ts_loop_child_init(pchild, s);
+}
+
+static void ts_child_stopping(apr_pool_t *pchild, int graceful)
+{
+    ts_loop_child_stopping(pchild, graceful);
 }
 
 /* The protocol fixes the paths, so an enabled vhost serves them without SetHandler;
@@ -62,10 +70,11 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
 static int ts_handler(request_rec *r)
 {
     ts_server_conf *conf = ts_conf(r->server);
-    int ours_by_path = conf->enabled == 1 && r->uri && !strcmp(r->uri, "/key");
+    const char *h = r->handler ? r->handler : "";
+    int on = conf->enabled == 1 && r->uri;
 
-    if (r->handler && !strcmp(r->handler, "ts2021-key")) return ts_key_handler(r);
-    if (ours_by_path) return ts_key_handler(r);
+    if (!strcmp(h, "ts2021-key") || (on && !strcmp(r->uri, "/key"))) return ts_key_handler(r);
+    if (!strcmp(h, "ts2021-noise") || (on && !strcmp(r->uri, "/ts2021"))) return ts_conn_handler(r);
     return DECLINED;
 }
 
@@ -77,6 +86,7 @@ static void ts_register_hooks(apr_pool_t *p)
     ap_hook_check_config(ts_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(ts_post_config, after_dbd, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(ts_child_init, after_dbd, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(ts_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ts_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 

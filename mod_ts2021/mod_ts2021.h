@@ -19,6 +19,8 @@ typedef struct ts_server_conf {
     const char *key_file;       /* TS2021KeyFile; NULL = derived from state_dir */
     const char *server_url;     /* TS2021ServerURL; NULL = derived from the request */
     int min_capver;             /* TS2021MinCapVersion */
+    int test_endpoints;         /* TS2021TestEndpoints: /ts2021-test/ paths inside Noise */
+    apr_interval_time_t drain_time; /* TS2021DrainTime; -1 until set */
     /* Runtime (post_config, read-only once children run). */
     ts_keys_t *keys;            /* loaded server key pairs */
     struct ts_dbd_state *dbd;   /* per-child database state (mod_ts2021_dbd.c) */

@@ -3,6 +3,7 @@
 #include "mod_ts2021.h"
 
 #include <http_log.h>
+#include <http_core.h>
 #include <apr_strings.h>
 #include <apr_lib.h>
 #include <apr_uri.h>
@@ -23,6 +24,8 @@ void *ts_config_create_server(apr_pool_t *p, server_rec *s)
     (void)s;
     conf->enabled = TS_UNSET;
     conf->min_capver = TS_UNSET;
+    conf->test_endpoints = TS_UNSET;
+    conf->drain_time = -1;
     return conf;
 }
 
@@ -37,6 +40,9 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     conf->key_file = add->key_file;
     conf->server_url = add->server_url ? add->server_url : base->server_url;
     conf->min_capver = add->min_capver != TS_UNSET ? add->min_capver : base->min_capver;
+    conf->test_endpoints = add->test_endpoints != TS_UNSET ? add->test_endpoints
+                                                           : base->test_endpoints;
+    conf->drain_time = add->drain_time >= 0 ? add->drain_time : base->drain_time;
     return conf;
 }
 
@@ -128,6 +134,29 @@ static const char *set_min_capver(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_test_endpoints(cmd_parms *cmd, void *dc, int flag)
+{
+    (void)dc;
+    ts_conf(cmd->server)->test_endpoints = flag;
+    return NULL;
+}
+
+static const char *set_drain_time(cmd_parms *cmd, void *dc, const char *arg)
+{
+    apr_interval_time_t t;
+    const char *err;
+
+    (void)dc;
+    if ((err = ap_check_cmd_context(cmd, GLOBAL_ONLY))) return err;
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0
+        || t > apr_time_from_sec(3600)) {
+        return apr_psprintf(cmd->pool, "TS2021DrainTime: '%s' is not a duration between "
+                            "0 and 3600 seconds", arg);
+    }
+    ts_conf(cmd->server)->drain_time = t;
+    return NULL;
+}
+
 const command_rec ts_config_cmds[] = {
     AP_INIT_TAKE1("TS2021", set_enabled, NULL, RSRC_CONF,
                   "On|Off: serve the Tailscale control protocol on this virtual host"),
@@ -139,5 +168,9 @@ const command_rec ts_config_cmds[] = {
                   "public URL clients use as --login-server (scheme://host[:port])"),
     AP_INIT_TAKE1("TS2021MinCapVersion", set_min_capver, NULL, RSRC_CONF,
                   "oldest client capability version accepted (default 32, v1.24)"),
+    AP_INIT_FLAG("TS2021TestEndpoints", set_test_endpoints, NULL, RSRC_CONF,
+                 "On: serve /ts2021-test/ echo and stream paths inside Noise (tests only)"),
+    AP_INIT_TAKE1("TS2021DrainTime", set_drain_time, NULL, RSRC_CONF,
+                  "window over which a stopping child closes its connections (default 10s)"),
     {NULL}
 };

@@ -1,0 +1,240 @@
+/* mod_ts2021_conn.c: POST /ts2021: validates the upgrade, runs the Noise responder,
+ * sends the 101 and message 2, and takes the connection over from HTTP/1. */
+#include "mod_ts2021.h"
+#include "mod_ts2021_conn.h"
+
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <http_core.h>
+#include <http_ssl.h>
+#include <util_filter.h>
+#include <apr_strings.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <apr_portable.h>
+
+#include "ts_frame.h"
+
+APLOG_USE_MODULE(ts2021);
+
+#define TS_UPGRADE_TOKEN "tailscale-control-protocol"
+#define TS_HANDSHAKE_HEADER "X-Tailscale-Handshake"
+
+static int conn_refuse(request_rec *r, int status, const char *reason)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10940)
+                  "TS2021 upgrade from %s refused: %s", r->useragent_ip, reason);
+    r->status = status;
+    apr_table_setn(r->err_headers_out, "Cache-Control", "no-store");
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    ap_rvputs(r, reason, "\n", NULL);
+    return OK;
+}
+
+/* Header checks of transport spec 2.2, in the reference order; NULL when fine. */
+static const char *conn_check_request(request_rec *r, int *status)
+{
+    const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+
+    *status = HTTP_BAD_REQUEST;
+    if (r->connection->master) return "make request over HTTP/1";
+    if (r->proto_num < HTTP_VERSION(1, 1)) return "upgrade needs HTTP/1.1";
+    if (!upgrade || !*upgrade) return "missing next protocol";
+    if (!strcasecmp(upgrade, "websocket")) {
+        *status = HTTP_NOT_IMPLEMENTED;
+        return "WebSocket transport not offered by this server";
+    }
+    if (strcasecmp(upgrade, TS_UPGRADE_TOKEN)) return "unknown next protocol";
+    if (r->method_number != M_POST) {
+        *status = HTTP_METHOD_NOT_ALLOWED;
+        return "the control protocol upgrade is a POST";
+    }
+    if (apr_table_get(r->headers_in, "Transfer-Encoding") || (cl && strcmp(cl, "0"))) {
+        return "request body not allowed on the upgrade";
+    }
+    if (!apr_table_get(r->headers_in, TS_HANDSHAKE_HEADER)) {
+        return "missing Tailscale handshake header";
+    }
+    return NULL;
+}
+
+/* Standard base64 with padding, strictly (sodium rejects any other alphabet). */
+static int conn_decode_handshake(request_rec *r, uint8_t *msg1, size_t *len)
+{
+    const char *b64 = apr_table_get(r->headers_in, TS_HANDSHAKE_HEADER);
+    size_t n = strlen(b64);
+
+    if (n > 2 * TS_NOISE_MSG1_LEN) return -1;
+    if (sodium_base642bin(msg1, TS_NOISE_MSG1_LEN + 8, b64, n, NULL, len, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* 101, then message 2 (and the early payload) in one flushed brigade. */
+static apr_status_t conn_send_101(request_rec *r, const uint8_t *out, size_t len)
+{
+    conn_rec *c = r->connection;
+    apr_bucket_brigade *bb;
+
+    r->status = HTTP_SWITCHING_PROTOCOLS;
+    r->status_line = "101 Switching Protocols";
+    apr_table_clear(r->headers_out);
+    apr_table_setn(r->headers_out, "Upgrade", TS_UPGRADE_TOKEN);
+    apr_table_setn(r->headers_out, "Connection", "upgrade");
+    ap_send_interim_response(r, 1);
+
+    /* From here on the bytes on this connection are ours, not HTTP/1's. */
+    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
+    c->keepalive = AP_CONN_CLOSE;
+    r->output_filters = r->proto_output_filters = c->output_filters;
+    r->input_filters = r->proto_input_filters = c->input_filters;
+
+    bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create((const char *)out, len,
+                                                             c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    return ap_pass_brigade(c->output_filters, bb);
+}
+
+/* Framing errors get the reference's error frame after the 101 (clients print its
+ * text); the connection then closes. */
+static int conn_send_error_frame(request_rec *r, const char *text)
+{
+    uint8_t frame[TS_FRAME_HDR_LEN + TS_FRAME_ERROR_TEXT_MAX];
+    size_t n;
+
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10941)
+                  "TS2021 handshake from %s refused: %s", r->useragent_ip, text);
+    if (ts_frame_error_build(frame, sizeof(frame), text, &n) == APR_SUCCESS) {
+        conn_send_101(r, frame, n);
+    }
+    return DONE;
+}
+
+int ts_conn_handler(request_rec *r)
+{
+    ts_server_conf *conf = ts_conf(r->server);
+    uint8_t msg1[TS_NOISE_MSG1_LEN + 8];
+    uint8_t out[TS_NOISE_MSG2_LEN + TS_FRAME_EARLY_SEALED_LEN];
+    ts_noise_session_t ns;
+    const char *reason, *err = NULL;
+    size_t len = 0, early = 0;
+    int status, min;
+    apr_status_t rv;
+
+    reason = conn_check_request(r, &status);
+    if (reason) return conn_refuse(r, status, reason);
+    if (!conf->keys) return conn_refuse(r, HTTP_SERVICE_UNAVAILABLE, "server keys not loaded");
+    if (conn_decode_handshake(r, msg1, &len) != 0) {
+        return conn_refuse(r, HTTP_BAD_REQUEST, "invalid tailscale handshake header");
+    }
+    rv = ts_noise_respond(conf->keys->noise_priv, msg1, len, NULL, out, &ns, &err);
+    sodium_memzero(msg1, sizeof(msg1));
+    if (rv == APR_EINVAL) return conn_send_error_frame(r, err);
+    if (rv != APR_SUCCESS) {
+        return conn_refuse(r, HTTP_BAD_REQUEST, "Noise handshake failed (wrong server key?)");
+    }
+    min = conf->min_capver != TS_UNSET ? conf->min_capver : TS_DEFAULT_MIN_CAPVER;
+    if (ns.version < min) {
+        ts_noise_session_wipe(&ns);
+        return conn_refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
+                           "unsupported client version %d (minimum %d)", ns.version, min));
+    }
+    rv = ts_frame_early_payload_seal(&ns.tx, ns.version, NULL, out + TS_NOISE_MSG2_LEN,
+                                     sizeof(out) - TS_NOISE_MSG2_LEN, &early, &err);
+    if (rv != APR_SUCCESS || conn_send_101(r, out, TS_NOISE_MSG2_LEN + early) != APR_SUCCESS) {
+        ts_noise_session_wipe(&ns);
+        r->connection->aborted = 1;
+        return DONE;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10942)
+                  "TS2021 handshake with %s done (client version %d)", r->useragent_ip,
+                  ns.version);
+    return ts_conn_takeover(r, &ns);
+}
+
+/* Bytes the client sent after its request that httpd's input filters already hold:
+ * read them out (non-blocking) before the socket changes hands. */
+static apr_status_t conn_drain_buffered(conn_rec *c, apr_pool_t *p, uint8_t **buf, size_t *len)
+{
+    apr_bucket_brigade *bb = apr_brigade_create(p, c->bucket_alloc);
+    apr_size_t n;
+    apr_status_t rv;
+
+    *buf = NULL;
+    *len = 0;
+    for (;;) {
+        rv = ap_get_brigade(c->input_filters, bb, AP_MODE_READBYTES, APR_NONBLOCK_READ, 8192);
+        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(bb))) break;
+        if (rv != APR_SUCCESS) return rv;
+        n = 0;
+        apr_brigade_length(bb, 1, (apr_off_t *)&n);
+        *buf = *buf ? realloc(*buf, *len + n) : malloc(n ? n : 1);
+        if (!*buf) return APR_ENOMEM;
+        apr_brigade_flatten(bb, (char *)*buf + *len, &n);
+        *len += n;
+        apr_brigade_cleanup(bb);
+        if (*len > (1u << 20)) return APR_ENOSPC;
+    }
+    apr_brigade_destroy(bb);
+    return APR_SUCCESS;
+}
+
+/* Cleartext: a dup of the socket goes to the child's event loop and this worker is
+ * free at once; httpd closes its own copy without a shutdown (c->aborted). */
+static int conn_to_loop(request_rec *r, ts_noise_session_t *ns, const uint8_t *buf, size_t len)
+{
+    conn_rec *c = r->connection;
+    apr_socket_t *sock = ap_get_conn_socket(c);
+    apr_os_sock_t os;
+    apr_status_t rv;
+    int fd, flags;
+
+    if (!sock || apr_os_sock_get(&os, sock) != APR_SUCCESS) return DECLINED;
+    fd = dup(os);
+    if (fd < 0) return DECLINED;
+    /* The dup shares file status flags with httpd's copy: set ours explicitly. */
+    flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        close(fd);
+        return DECLINED;
+    }
+    rv = ts_loop_adopt(r->server, fd, r->useragent_ip, ns, buf, len);
+    if (rv == APR_EGENERAL) {
+        close(fd);
+        return DECLINED;          /* no loop here: ns untouched, drive it on this thread */
+    }
+    if (rv != APR_SUCCESS) {
+        close(fd);
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, r, APLOGNO(10943)
+                      "TS2021 connection from %s could not be handed to the event loop",
+                      r->useragent_ip);
+    }
+    c->aborted = 1;
+    return DONE;
+}
+
+int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (conn_drain_buffered(r->connection, r->pool, &buf, &len) != APR_SUCCESS) {
+        free(buf);
+        ts_noise_session_wipe(ns);
+        r->connection->aborted = 1;
+        return DONE;
+    }
+    rc = DECLINED;
+    if (!ap_ssl_conn_is_ssl(r->connection)) rc = conn_to_loop(r, ns, buf, len);
+    if (rc == DECLINED) rc = ts_tls_run(r, ns, buf, len);
+    free(buf);
+    return rc;
+}

@@ -1,0 +1,460 @@
+/* mod_ts2021_loop.c: the per-child event loop that owns every cleartext TS2021 connection
+ * (epoll through apr_pollset): never blocks, drains with jitter when the child stops. */
+#include "mod_ts2021.h"
+#include "mod_ts2021_conn.h"
+
+#include <http_log.h>
+#include <apr_atomic.h>
+#include <apr_hash.h>
+#include <apr_poll.h>
+#include <apr_portable.h>
+#include <apr_thread_proc.h>
+#include <apr_strings.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+APLOG_USE_MODULE(ts2021);
+
+#define LOOP_MAX_CONNS        65536
+#define LOOP_READ_CHUNK       (16u << 10)
+/* Stop reading from a client that does not read what we send. */
+#define LOOP_BACKLOG_LIMIT    (1u << 20)
+/* Until the first client record, a connection is only a promise: bound it. */
+#define LOOP_HANDSHAKE_TIMEOUT apr_time_from_sec(30)
+/* No byte out for this long while output is pending: the peer is gone. */
+#define LOOP_WRITE_STALL      apr_time_from_sec(60)
+/* A connection with nothing open and no traffic for this long is closed. */
+#define LOOP_IDLE_TIMEOUT     apr_time_from_sec(600)
+#define LOOP_DEFAULT_DRAIN    apr_time_from_sec(10)
+/* After its GOAWAY a connection gets this long to finish before it is cut. */
+#define LOOP_DRAIN_GRACE      apr_time_from_sec(5)
+
+typedef struct loop_conn {
+    ts_conn_ctx ctx;               /* first: the router's view */
+    ts_conn_t *core;
+    apr_socket_t *sock;
+    apr_pollfd_t pfd;
+    apr_int16_t reg;               /* events registered in the pollset, 0 = none */
+    apr_time_t last_in, last_out, stall_since, drain_at, cut_at;
+    int got_record;                /* the client proved its keys by a valid record */
+    int fd;
+    struct loop_conn *prev, *next;
+    char ip[48];
+} loop_conn;
+
+typedef struct ts_loop {
+    ts_driver_t driver;            /* first: what the router and workers see */
+    apr_pool_t *pool;
+    apr_pollset_t *ps;
+    apr_thread_t *thread;
+    apr_hash_t *conns;             /* id -> loop_conn, loop thread only */
+    apr_array_header_t *free_socks; /* closed apr_socket_t structs, for reuse */
+    loop_conn *list;
+    server_rec *s;
+    apr_interval_time_t drain_time;
+    volatile apr_uint32_t count;
+    volatile apr_uint32_t stop;    /* 1: drain gracefully, 2: close now */
+    volatile apr_uint64_t next_id;
+    apr_time_t next_sweep;
+    uint8_t buf[LOOP_READ_CHUNK];
+} ts_loop;
+
+static ts_loop *the_loop;
+
+static ts_conn_t *loop_lookup(ts_driver_t *d, uint64_t id)
+{
+    loop_conn *lc = apr_hash_get(((ts_loop *)d)->conns, &id, sizeof(id));
+
+    return lc ? lc->core : NULL;
+}
+
+static void loop_service(ts_loop *loop, loop_conn *lc);
+
+static void loop_kick(ts_driver_t *d, uint64_t id)
+{
+    ts_loop *loop = (ts_loop *)d;
+    loop_conn *lc = apr_hash_get(loop->conns, &id, sizeof(id));
+
+    if (lc) loop_service(loop, lc);
+}
+
+static void loop_wake(void *baton)
+{
+    apr_pollset_wakeup(((ts_loop *)baton)->ps);
+}
+
+static void loop_close(ts_loop *loop, loop_conn *lc, const char *why)
+{
+    if (why) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, lc->ctx.s, APLOGNO(10960)
+                     "TS2021 connection from %s closed: %s", lc->ip, why);
+    }
+    if (lc->reg) apr_pollset_remove(loop->ps, &lc->pfd);
+    apr_socket_close(lc->sock);
+    *(apr_socket_t **)apr_array_push(loop->free_socks) = lc->sock;
+    ts_conn_destroy(lc->core);
+    apr_hash_set(loop->conns, &lc->ctx.id, sizeof(lc->ctx.id), NULL);
+    if (lc->prev) lc->prev->next = lc->next;
+    else loop->list = lc->next;
+    if (lc->next) lc->next->prev = lc->prev;
+    apr_atomic_dec32(&loop->count);
+    free(lc);
+}
+
+/* Registers exactly the events the connection needs now. */
+static void loop_register(ts_loop *loop, loop_conn *lc, int want_out)
+{
+    apr_int16_t want = want_out ? APR_POLLOUT : 0;
+
+    if (ts_conn_backlog(lc->core) < LOOP_BACKLOG_LIMIT) want |= APR_POLLIN;
+    if (want == lc->reg) return;
+    if (lc->reg) apr_pollset_remove(loop->ps, &lc->pfd);
+    lc->reg = 0;
+    if (!want) return;
+    lc->pfd.reqevents = want;
+    if (apr_pollset_add(loop->ps, &lc->pfd) == APR_SUCCESS) lc->reg = want;
+}
+
+/* Writes what the connection has pending; 1 if bytes remain (wait for POLLOUT). */
+static int loop_flush(loop_conn *lc, const char **why)
+{
+    const uint8_t *out;
+    apr_size_t n;
+    size_t len;
+    apr_status_t rv;
+
+    for (;;) {
+        if (ts_conn_pending(lc->core, &out, &len, why) != APR_SUCCESS) return -1;
+        if (len == 0) {
+            lc->stall_since = 0;
+            return 0;
+        }
+        n = len;
+        rv = apr_socket_send(lc->sock, (const char *)out, &n);
+        if (n > 0) {
+            ts_conn_sent(lc->core, n);
+            lc->last_out = apr_time_now();
+            lc->stall_since = 0;
+        }
+        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && n < len)) {
+            if (!lc->stall_since) lc->stall_since = apr_time_now();
+            return 1;
+        }
+        if (rv != APR_SUCCESS) {
+            *why = "write failed";
+            return -1;
+        }
+    }
+}
+
+/* Reads until EAGAIN (or backpressure), feeding the connection. 0 on EOF/error. */
+static int loop_read(ts_loop *loop, loop_conn *lc, const char **why)
+{
+    for (;;) {
+        apr_size_t n = sizeof(loop->buf);
+        apr_status_t rv;
+
+        if (ts_conn_backlog(lc->core) >= LOOP_BACKLOG_LIMIT) return 1;
+        rv = apr_socket_recv(lc->sock, (char *)loop->buf, &n);
+        if (n > 0) {
+            lc->last_in = apr_time_now();
+            if (ts_conn_recv(lc->core, loop->buf, n, why) != APR_SUCCESS) return 0;
+            lc->got_record = 1;
+        }
+        if (APR_STATUS_IS_EAGAIN(rv)) return 1;
+        if (rv == APR_EOF) {
+            *why = "closed by client";
+            return 0;
+        }
+        if (rv != APR_SUCCESS) {
+            *why = "read failed";
+            return 0;
+        }
+    }
+}
+
+/* Sends, then re-registers or closes the connection. */
+static void loop_service(ts_loop *loop, loop_conn *lc)
+{
+    const char *why = NULL;
+    int more = loop_flush(lc, &why);
+
+    if (more < 0) {
+        loop_close(loop, lc, why);
+        return;
+    }
+    if (!more && ts_conn_finished(lc->core)) {
+        loop_close(loop, lc, "finished");
+        return;
+    }
+    loop_register(loop, lc, more);
+}
+
+static void loop_on_event(ts_loop *loop, loop_conn *lc, apr_int16_t ev)
+{
+    const char *why = NULL;
+
+    if (ev & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
+        if (!loop_read(loop, lc, &why)) {
+            /* Still send what the failure produced (a GOAWAY), best effort. */
+            loop_flush(lc, &why);
+            loop_close(loop, lc, why);
+            return;
+        }
+    }
+    if (ev & APR_POLLNVAL) {
+        loop_close(loop, lc, "socket invalid");
+        return;
+    }
+    loop_service(loop, lc);
+}
+
+/* apr_socket_t structs come from the loop's pool (pools are not freed piecemeal), so
+ * closed ones are kept for reuse: apr_os_sock_put fills an existing struct. */
+static apr_socket_t *loop_socket(ts_loop *loop, int fd)
+{
+    apr_socket_t *sock = NULL;
+    apr_os_sock_t os = fd;
+
+    if (loop->free_socks->nelts > 0) {
+        sock = *(apr_socket_t **)apr_array_pop(loop->free_socks);
+    }
+    if (apr_os_sock_put(&sock, &os, loop->pool) != APR_SUCCESS) return NULL;
+    apr_socket_timeout_set(sock, 0);
+    return sock;
+}
+
+/* Runs on the loop thread: a connection handed over by a request handler. */
+static void loop_adopt_item(void *owner_ctx, uint64_t id, void *arg)
+{
+    ts_loop *loop = owner_ctx;
+    loop_conn *lc = arg;
+
+    (void)id;
+    if (!loop || loop->stop == 2 || !(lc->sock = loop_socket(loop, lc->fd))) {
+        close(lc->fd);
+        ts_conn_destroy(lc->core);
+        free(lc);
+        return;
+    }
+    lc->pfd.desc_type = APR_POLL_SOCKET;
+    lc->pfd.desc.s = lc->sock;
+    lc->pfd.client_data = lc;
+    apr_hash_set(loop->conns, &lc->ctx.id, sizeof(lc->ctx.id), lc);
+    lc->next = loop->list;
+    if (lc->next) lc->next->prev = lc;
+    loop->list = lc;
+    if (loop->stop == 1) lc->drain_at = apr_time_now();
+    loop_service(loop, lc);
+}
+
+apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_noise_session_t *ns,
+                           const uint8_t *initial, size_t initial_len)
+{
+    ts_loop *loop = the_loop;
+    ts_conn_env_t env;
+    loop_conn *lc;
+    const char *why = NULL;
+    apr_status_t rv;
+
+    if (!loop || loop->stop) return APR_EGENERAL;
+    if (apr_atomic_read32(&loop->count) >= LOOP_MAX_CONNS) return APR_ENOSPC;
+    lc = calloc(1, sizeof(*lc));
+    if (!lc) return APR_ENOMEM;
+    lc->fd = fd;
+    lc->ctx.driver = &loop->driver;
+    lc->ctx.id = apr_atomic_inc64(&loop->next_id) + 1;
+    lc->ctx.s = s;
+    apr_cpystrn(lc->ip, client_ip, sizeof(lc->ip));
+    lc->ctx.client_ip = lc->ip;
+    ts_router_env(&env, &lc->ctx);
+    rv = ts_conn_create(&lc->core, ns, &env, &why);
+    /* Fed here, on the handler's thread: the loop has not seen this connection yet. */
+    if (rv == APR_SUCCESS && initial_len) {
+        rv = ts_conn_recv(lc->core, initial, initial_len, &why);
+        lc->got_record = 1;
+    }
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, rv, s, APLOGNO(10962)
+                     "TS2021 connection from %s closed: %s", client_ip, why);
+        ts_conn_destroy(lc->core);
+        free(lc);
+        return rv;
+    }
+    lc->last_in = lc->last_out = apr_time_now();
+    /* Counted now, so the child knows of it even before the loop picks it up. */
+    apr_atomic_inc32(&loop->count);
+    rv = ts_mailbox_post(loop->driver.mb, lc->ctx.id, loop_adopt_item, lc);
+    if (rv != APR_SUCCESS) {
+        apr_atomic_dec32(&loop->count);
+        ts_conn_destroy(lc->core);
+        free(lc);
+    }
+    return rv;
+}
+
+/* Picks each connection's moment to leave when the child stops: spread over the drain
+ * window so that thousands of clients do not reconnect in the same second. */
+static void loop_start_drain(ts_loop *loop, apr_time_t now)
+{
+    loop_conn *lc;
+    apr_interval_time_t window = loop->drain_time;
+
+    for (lc = loop->list; lc; lc = lc->next) {
+        if (lc->drain_at) continue;
+        lc->drain_at = now + (window > 0 ? (apr_time_t)randombytes_uniform(
+                                  (uint32_t)(window / 1000) + 1) * 1000 : 0);
+    }
+}
+
+/* Timers, once a second (every tick while draining): handshake, stall, idle, drain. */
+static void loop_sweep(ts_loop *loop, apr_time_t now)
+{
+    loop_conn *lc, *next;
+
+    for (lc = loop->list; lc; lc = next) {
+        next = lc->next;
+        if (!lc->got_record && now - lc->last_in > LOOP_HANDSHAKE_TIMEOUT) {
+            loop_close(loop, lc, "no request after the handshake");
+        }
+        else if (lc->stall_since && now - lc->stall_since > LOOP_WRITE_STALL) {
+            loop_close(loop, lc, "client stopped reading");
+        }
+        else if (lc->cut_at && now >= lc->cut_at) {
+            loop_close(loop, lc, "drained");
+        }
+        else if (lc->drain_at && !lc->cut_at && now >= lc->drain_at) {
+            ts_conn_goaway(lc->core);
+            lc->cut_at = now + LOOP_DRAIN_GRACE;
+            loop_service(loop, lc);
+        }
+        else if (now - lc->last_in > LOOP_IDLE_TIMEOUT && now - lc->last_out > LOOP_IDLE_TIMEOUT) {
+            loop_close(loop, lc, "idle");
+        }
+    }
+}
+
+static void loop_close_all(ts_loop *loop, const char *why)
+{
+    while (loop->list) loop_close(loop, loop->list, why);
+}
+
+static void *APR_THREAD_FUNC loop_main(apr_thread_t *thd, void *data)
+{
+    ts_loop *loop = data;
+    const apr_pollfd_t *ev;
+    apr_int32_t i, n;
+
+    (void)thd;
+    for (;;) {
+        apr_time_t now;
+        apr_uint32_t stop = apr_atomic_read32(&loop->stop);
+        apr_interval_time_t timeout = stop ? apr_time_from_msec(100) : apr_time_from_sec(1);
+
+        if (stop == 2) break;
+        if (stop == 1 && !loop->list && !apr_atomic_read32(&loop->count)) break;
+        n = 0;
+        if (apr_pollset_poll(loop->ps, timeout, &n, &ev) == APR_SUCCESS) {
+            for (i = 0; i < n; i++) {
+                loop_conn *lc = ev[i].client_data;
+                /* An earlier event of this round may have closed it. */
+                if (lc && apr_hash_get(loop->conns, &lc->ctx.id, sizeof(lc->ctx.id)) == lc) {
+                    loop_on_event(loop, lc, ev[i].rtnevents);
+                }
+            }
+        }
+        ts_mailbox_run(loop->driver.mb, loop);
+        now = apr_time_now();
+        if (stop == 1) loop_start_drain(loop, now);
+        if (stop || now >= loop->next_sweep) {
+            loop_sweep(loop, now);
+            loop->next_sweep = now + apr_time_from_sec(1);
+        }
+    }
+    /* Refuse new work, then release what was queued (adoptions close their sockets). */
+    ts_mailbox_close(loop->driver.mb);
+    ts_mailbox_run(loop->driver.mb, NULL);
+    loop_close_all(loop, "child exiting");
+    return NULL;
+}
+
+int ts_loop_count(void)
+{
+    return the_loop ? (int)apr_atomic_read32(&the_loop->count) : 0;
+}
+
+int ts_loop_stopping(void)
+{
+    return the_loop ? apr_atomic_read32(&the_loop->stop) != 0 : 0;
+}
+
+void ts_loop_child_stopping(apr_pool_t *pchild, int graceful)
+{
+    (void)pchild;
+    if (!the_loop) return;
+    /* Only flags and a wake-up here: this runs in the MPM's signal-handling thread. */
+    if (graceful) apr_atomic_cas32(&the_loop->stop, 1, 0);
+    else apr_atomic_set32(&the_loop->stop, 2);
+    apr_pollset_wakeup(the_loop->ps);
+}
+
+/* pchild pre-cleanup: drain (if graceful and not yet done), join, stop the workers. */
+static apr_status_t loop_child_exit(void *data)
+{
+    ts_loop *loop = data;
+    apr_status_t rv;
+
+    apr_atomic_cas32(&loop->stop, 1, 0);
+    apr_pollset_wakeup(loop->ps);
+    apr_thread_join(&rv, loop->thread);
+    ts_router_child_exit();
+    ts_mailbox_unref(loop->driver.mb);
+    the_loop = NULL;
+    return APR_SUCCESS;
+}
+
+static apr_interval_time_t loop_drain_time(server_rec *s)
+{
+    apr_interval_time_t t = ts_conf(s)->drain_time;
+
+    return t >= 0 ? t : LOOP_DEFAULT_DRAIN;
+}
+
+void ts_loop_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_allocator_t *alloc;
+    apr_pool_t *p;
+    ts_loop *loop;
+    apr_status_t rv;
+
+    /* The loop's pool gets its own allocator: no other thread allocates from it. */
+    if (apr_allocator_create(&alloc) != APR_SUCCESS) return;
+    apr_allocator_max_free_set(alloc, 256 << 10);
+    apr_pool_create_ex(&p, pchild, NULL, alloc);
+    apr_allocator_owner_set(alloc, p);
+    loop = apr_pcalloc(p, sizeof(*loop));
+    loop->pool = p;
+    loop->s = s;
+    loop->drain_time = loop_drain_time(s);
+    loop->conns = apr_hash_make(p);
+    loop->free_socks = apr_array_make(p, 64, sizeof(apr_socket_t *));
+    loop->driver.lookup = loop_lookup;
+    loop->driver.kick = loop_kick;
+    rv = apr_pollset_create(&loop->ps, LOOP_MAX_CONNS, p, APR_POLLSET_WAKEABLE);
+    if (rv == APR_SUCCESS) rv = ts_mailbox_create(&loop->driver.mb, loop_wake, loop);
+    if (rv == APR_SUCCESS) {
+        ts_router_child_init(pchild, s);
+        rv = apr_thread_create(&loop->thread, NULL, loop_main, loop, p);
+    }
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, APLOGNO(10961)
+                     "TS2021: cannot start the connection event loop; cleartext "
+                     "connections will use worker threads");
+        return;
+    }
+    the_loop = loop;
+    apr_pool_pre_cleanup_register(pchild, loop, loop_child_exit);
+}

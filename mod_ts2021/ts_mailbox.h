@@ -1,0 +1,36 @@
+/* ts_mailbox.h: how other threads hand work to the thread that owns connections:
+ * a mutex-protected queue plus a wake-up callback. Core: APR only. */
+#ifndef TS_MAILBOX_H
+#define TS_MAILBOX_H
+
+#include <apr_errno.h>
+#include <apr_pools.h>
+#include <stdint.h>
+
+typedef struct ts_mailbox ts_mailbox_t;
+
+/* Runs on the owner thread. conn_id names the connection the item is for; the owner
+ * resolves it (and passes NULL when that connection is gone, so arg can be freed). */
+typedef void ts_mailbox_fn(void *owner_ctx, uint64_t conn_id, void *arg);
+
+/* Wakes the owner thread (apr_pollset_wakeup, a pipe write...). Called under the
+ * mailbox lock: it must not block or post. */
+typedef void ts_mailbox_wake_fn(void *wake_baton);
+
+/* The mailbox is reference-counted: the creator holds one reference. */
+apr_status_t ts_mailbox_create(ts_mailbox_t **mb, ts_mailbox_wake_fn *wake, void *wake_baton);
+void ts_mailbox_ref(ts_mailbox_t *mb);
+/* Drops a reference; the last one frees the mailbox and runs pending items with
+ * owner_ctx NULL so their args are released. */
+void ts_mailbox_unref(ts_mailbox_t *mb);
+
+/* Any thread. APR_EOF once the owner closed the mailbox (the caller keeps arg). */
+apr_status_t ts_mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn, void *arg);
+
+/* Owner thread: runs every queued item in order, outside the lock. Returns how many. */
+int ts_mailbox_run(ts_mailbox_t *mb, void *owner_ctx);
+
+/* Owner thread: refuse further posts (pending items stay until run or unref). */
+void ts_mailbox_close(ts_mailbox_t *mb);
+
+#endif
