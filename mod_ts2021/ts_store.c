@@ -274,15 +274,25 @@ void ts_store__forget_statements(ts_store_t *st)
 
 /* ---- per-connection session and statements ---- */
 
+/* The sqlite3 driver compiles with the legacy interface, which does not recompile a
+ * statement when another process changed the schema since this connection last read it:
+ * the statement fails once with "schema has changed", and running it again works. */
+#define TS_SCHEMA_RETRIES 3
+
 apr_status_t ts_store__query(ts_store_t *st, apr_pool_t *p, const char *sql, const char **err)
 {
-    int nrows = 0;
-    int rv = apr_dbd_query(st->driver, st->handle, &nrows, sql);
+    int nrows = 0, attempt, rv = 0;
 
-    if (rv != 0) {
-        return db_error(st, p, NULL, rv, err);
+    for (attempt = 0; attempt < TS_SCHEMA_RETRIES; attempt++) {
+        rv = apr_dbd_query(st->driver, st->handle, &nrows, sql);
+        if (rv == 0) {
+            return APR_SUCCESS;
+        }
+        if (!needs_reprepare(st, rv)) {
+            break;
+        }
     }
-    return APR_SUCCESS;
+    return db_error(st, p, NULL, rv, err);
 }
 
 apr_status_t ts_store__query_value(ts_store_t *st, apr_pool_t *p, const char *sql,
@@ -291,11 +301,17 @@ apr_status_t ts_store__query_value(ts_store_t *st, apr_pool_t *p, const char *sq
     apr_dbd_results_t *res = NULL;
     apr_dbd_row_t *row = NULL;
     apr_pool_t *qp;
-    int rv;
+    int rv = 0, attempt;
 
     *value = NULL;
     apr_pool_create(&qp, p);
-    rv = apr_dbd_select(st->driver, qp, st->handle, &res, sql, 0);
+    for (attempt = 0; attempt < TS_SCHEMA_RETRIES; attempt++) {
+        res = NULL;
+        rv = apr_dbd_select(st->driver, qp, st->handle, &res, sql, 0);
+        if (rv == 0 || !needs_reprepare(st, rv)) {
+            break;
+        }
+    }
     if (rv != 0) {
         apr_status_t s = db_error(st, p, NULL, rv, err);
         apr_pool_destroy(qp);
