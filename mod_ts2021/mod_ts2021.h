@@ -21,6 +21,7 @@ typedef struct ts_server_conf {
     int min_capver;             /* TS2021MinCapVersion */
     int test_endpoints;         /* TS2021TestEndpoints: /ts2021-test/ paths inside Noise */
     apr_interval_time_t drain_time; /* TS2021DrainTime; -1 until set */
+    apr_interval_time_t handshake_timeout; /* TS2021HandshakeTimeout; -1 until set */
     /* Runtime (post_config, read-only once children run). */
     ts_keys_t *keys;            /* loaded server key pairs */
     struct ts_dbd_state *dbd;   /* per-child database state (mod_ts2021_dbd.c) */
@@ -30,6 +31,8 @@ typedef struct ts_server_conf {
 #define TS_MAX_CAPVER 65535
 
 ts_server_conf *ts_conf(server_rec *s);
+/* Time from the 101 to the client's first valid record (default 30 s). */
+apr_interval_time_t ts_config_handshake_timeout(const ts_server_conf *conf);
 
 /* mod_ts2021_config.c */
 extern const command_rec ts_config_cmds[];

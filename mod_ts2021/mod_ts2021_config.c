@@ -26,6 +26,7 @@ void *ts_config_create_server(apr_pool_t *p, server_rec *s)
     conf->min_capver = TS_UNSET;
     conf->test_endpoints = TS_UNSET;
     conf->drain_time = -1;
+    conf->handshake_timeout = -1;
     return conf;
 }
 
@@ -43,6 +44,8 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     conf->test_endpoints = add->test_endpoints != TS_UNSET ? add->test_endpoints
                                                            : base->test_endpoints;
     conf->drain_time = add->drain_time >= 0 ? add->drain_time : base->drain_time;
+    conf->handshake_timeout = add->handshake_timeout >= 0 ? add->handshake_timeout
+                                                          : base->handshake_timeout;
     return conf;
 }
 
@@ -141,20 +144,40 @@ static const char *set_test_endpoints(cmd_parms *cmd, void *dc, int flag)
     return NULL;
 }
 
-static const char *set_drain_time(cmd_parms *cmd, void *dc, const char *arg)
+apr_interval_time_t ts_config_handshake_timeout(const ts_server_conf *conf)
+{
+    return conf->handshake_timeout >= 0 ? conf->handshake_timeout : apr_time_from_sec(30);
+}
+
+/* Durations with an optional unit (ms, s, mi, h; seconds by default), bounded. */
+static const char *parse_duration(cmd_parms *cmd, const char *arg, apr_interval_time_t min,
+                                  apr_interval_time_t *out)
 {
     apr_interval_time_t t;
+
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < min
+        || t > apr_time_from_sec(3600)) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a duration between %d ms and 3600 "
+                            "seconds", cmd->cmd->name, arg, (int)(min / 1000));
+    }
+    *out = t;
+    return NULL;
+}
+
+static const char *set_drain_time(cmd_parms *cmd, void *dc, const char *arg)
+{
     const char *err;
 
     (void)dc;
     if ((err = ap_check_cmd_context(cmd, GLOBAL_ONLY))) return err;
-    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0
-        || t > apr_time_from_sec(3600)) {
-        return apr_psprintf(cmd->pool, "TS2021DrainTime: '%s' is not a duration between "
-                            "0 and 3600 seconds", arg);
-    }
-    ts_conf(cmd->server)->drain_time = t;
-    return NULL;
+    return parse_duration(cmd, arg, 0, &ts_conf(cmd->server)->drain_time);
+}
+
+static const char *set_handshake_timeout(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    return parse_duration(cmd, arg, apr_time_from_msec(100),
+                          &ts_conf(cmd->server)->handshake_timeout);
 }
 
 const command_rec ts_config_cmds[] = {
@@ -172,5 +195,7 @@ const command_rec ts_config_cmds[] = {
                  "On: serve /ts2021-test/ echo and stream paths inside Noise (tests only)"),
     AP_INIT_TAKE1("TS2021DrainTime", set_drain_time, NULL, RSRC_CONF,
                   "window over which a stopping child closes its connections (default 10s)"),
+    AP_INIT_TAKE1("TS2021HandshakeTimeout", set_handshake_timeout, NULL, RSRC_CONF,
+                  "time from the 101 to the client's first valid record (default 30s)"),
     {NULL}
 };

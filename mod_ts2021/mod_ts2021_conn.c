@@ -39,6 +39,7 @@ static const char *conn_check_request(request_rec *r, int *status)
 {
     const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
     const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    const char *hs;
 
     *status = HTTP_BAD_REQUEST;
     if (r->connection->master) return "make request over HTTP/1";
@@ -56,7 +57,8 @@ static const char *conn_check_request(request_rec *r, int *status)
     if (apr_table_get(r->headers_in, "Transfer-Encoding") || (cl && strcmp(cl, "0"))) {
         return "request body not allowed on the upgrade";
     }
-    if (!apr_table_get(r->headers_in, TS_HANDSHAKE_HEADER)) {
+    hs = apr_table_get(r->headers_in, TS_HANDSHAKE_HEADER);
+    if (!hs || !*hs) {
         return "missing Tailscale handshake header";
     }
     return NULL;
@@ -142,9 +144,10 @@ int ts_conn_handler(request_rec *r)
     }
     min = conf->min_capver != TS_UNSET ? conf->min_capver : TS_DEFAULT_MIN_CAPVER;
     if (ns.version < min) {
+        reason = apr_psprintf(r->pool, "unsupported client version %d (minimum %d)",
+                              ns.version, min);
         ts_noise_session_wipe(&ns);
-        return conn_refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
-                           "unsupported client version %d (minimum %d)", ns.version, min));
+        return conn_refuse(r, HTTP_BAD_REQUEST, reason);
     }
     rv = ts_frame_early_payload_seal(&ns.tx, ns.version, NULL, out + TS_NOISE_MSG2_LEN,
                                      sizeof(out) - TS_NOISE_MSG2_LEN, &early, &err);

@@ -22,8 +22,6 @@ APLOG_USE_MODULE(ts2021);
 #define LOOP_READ_CHUNK       (16u << 10)
 /* Stop reading from a client that does not read what we send. */
 #define LOOP_BACKLOG_LIMIT    (1u << 20)
-/* Until the first client record, a connection is only a promise: bound it. */
-#define LOOP_HANDSHAKE_TIMEOUT apr_time_from_sec(30)
 /* No byte out for this long while output is pending: the peer is gone. */
 #define LOOP_WRITE_STALL      apr_time_from_sec(60)
 /* A connection with nothing open and no traffic for this long is closed. */
@@ -39,7 +37,6 @@ typedef struct loop_conn {
     apr_pollfd_t pfd;
     apr_int16_t reg;               /* events registered in the pollset, 0 = none */
     apr_time_t last_in, last_out, stall_since, drain_at, cut_at;
-    int got_record;                /* the client proved its keys by a valid record */
     int fd;
     struct loop_conn *prev, *next;
     char ip[48];
@@ -162,7 +159,6 @@ static int loop_read(ts_loop *loop, loop_conn *lc, const char **why)
         if (n > 0) {
             lc->last_in = apr_time_now();
             if (ts_conn_recv(lc->core, loop->buf, n, why) != APR_SUCCESS) return 0;
-            lc->got_record = 1;
         }
         if (APR_STATUS_IS_EAGAIN(rv)) return 1;
         if (rv == APR_EOF) {
@@ -275,7 +271,6 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
     /* Fed here, on the handler's thread: the loop has not seen this connection yet. */
     if (rv == APR_SUCCESS && initial_len) {
         rv = ts_conn_recv(lc->core, initial, initial_len, &why);
-        lc->got_record = 1;
     }
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_INFO, rv, s, APLOGNO(10962)
@@ -317,7 +312,9 @@ static void loop_sweep(ts_loop *loop, apr_time_t now)
 
     for (lc = loop->list; lc; lc = next) {
         next = lc->next;
-        if (!lc->got_record && now - lc->last_in > LOOP_HANDSHAKE_TIMEOUT) {
+        /* Until its first record a connection is only a promise: bound it. */
+        if (!ts_conn_records_in(lc->core)
+            && now - lc->last_in > ts_config_handshake_timeout(ts_conf(lc->ctx.s))) {
             loop_close(loop, lc, "no request after the handshake");
         }
         else if (lc->stall_since && now - lc->stall_since > LOOP_WRITE_STALL) {

@@ -15,7 +15,6 @@ APLOG_USE_MODULE(ts2021);
 
 #define TLS_READ_CHUNK        (16u << 10)
 #define TLS_BACKLOG_LIMIT     (1u << 20)
-#define TLS_HANDSHAKE_TIMEOUT apr_time_from_sec(30)
 #define TLS_IDLE_TIMEOUT      apr_time_from_sec(600)
 #define TLS_DRAIN_WINDOW      apr_time_from_sec(10)
 #define TLS_DRAIN_GRACE       apr_time_from_sec(5)
@@ -30,7 +29,6 @@ typedef struct tls_conn {
     apr_file_t *wake_in, *wake_out;
     apr_bucket_brigade *bb;
     apr_time_t last_in, last_out, drain_at, cut_at;
-    int got_record;
 } tls_conn;
 
 static tls_conn *tls_of(ts_driver_t *d)
@@ -109,7 +107,6 @@ static apr_status_t tls_read(tls_conn *tc, int *got, const char **why)
         if (n == 0) continue;
         tc->last_in = apr_time_now();
         if (ts_conn_recv(tc->core, (uint8_t *)buf, n, why) != APR_SUCCESS) return APR_EGENERAL;
-        tc->got_record = 1;
         *got = 1;
     }
     return APR_SUCCESS;
@@ -126,7 +123,8 @@ static int tls_stopping(void)
 /* Timers; returns the reason to stop, or NULL. */
 static const char *tls_timers(tls_conn *tc, apr_time_t now)
 {
-    if (!tc->got_record && now - tc->last_in > TLS_HANDSHAKE_TIMEOUT) {
+    if (!ts_conn_records_in(tc->core)
+        && now - tc->last_in > ts_config_handshake_timeout(ts_conf(tc->ctx.s))) {
         return "no request after the handshake";
     }
     if (tc->cut_at && now >= tc->cut_at) return "drained";
@@ -216,7 +214,6 @@ int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
     else ts_noise_session_wipe(ns);
     if (rv == APR_SUCCESS && initial_len) {
         rv = ts_conn_recv(tc->core, initial, initial_len, &why);
-        tc->got_record = 1;
     }
     if (rv == APR_SUCCESS) why = tls_loop(tc, ps);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r, APLOGNO(10970)

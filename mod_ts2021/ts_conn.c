@@ -24,6 +24,7 @@ struct ts_conn {
     size_t plain_len;
     uint8_t *out;                   /* sealed bytes waiting for the socket */
     size_t out_off, out_len, out_cap;
+    uint64_t records_in;            /* client records decrypted: it holds the keys */
     int dead;                       /* nothing more to send or read: close now */
     int closing;                    /* HTTP/2 failed: flush its GOAWAY, then close */
 };
@@ -152,6 +153,7 @@ apr_status_t ts_conn_recv(ts_conn_t *conn, const uint8_t *in, size_t len, const 
             conn_kill(conn);
             return rv;
         }
+        conn->records_in++;
         rv = conn_feed_h2(conn, pt, ptlen, errmsg);
         if (rv != APR_SUCCESS) return rv;
     }
@@ -329,6 +331,11 @@ int ts_conn_finished(const ts_conn_t *conn)
 size_t ts_conn_backlog(const ts_conn_t *conn)
 {
     return conn->out_len - conn->out_off;
+}
+
+uint64_t ts_conn_records_in(const ts_conn_t *conn)
+{
+    return conn->records_in;
 }
 
 const uint8_t *ts_conn_machine_key(const ts_conn_t *conn)

@@ -78,6 +78,10 @@ int ts_conn_finished(const ts_conn_t *conn);
 /* Sealed bytes waiting for the socket (backpressure: stop reading above a bound). */
 size_t ts_conn_backlog(const ts_conn_t *conn);
 
+/* Records decrypted so far: 0 means the client has not proven it holds the keys
+ * (a replayed initiation never gets further). */
+uint64_t ts_conn_records_in(const ts_conn_t *conn);
+
 const uint8_t *ts_conn_machine_key(const ts_conn_t *conn);
 uint16_t ts_conn_version(const ts_conn_t *conn);
 

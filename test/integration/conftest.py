@@ -170,3 +170,36 @@ def server(server_factory):
     s = server_factory()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def ts_factory():
+    """Servers for transport tests: SQLite only (the transport never touches the database),
+    with the /ts2021-test/ endpoints."""
+    made = []
+
+    def make(extra_args=(), tls=False, extra_conf=None):
+        state = make_state_dir()
+        args = ["--test-endpoints"] + list(extra_args)
+        if tls:
+            args.append("--tls")
+        if extra_conf:
+            path = os.path.join(state, "extra.conf")
+            with open(path, "w") as f:
+                f.write(extra_conf)
+            args += ["--extra-conf", path]
+        s = Server(state, "sqlite", None, args)
+        made.append(s)
+        s.start()
+        return s
+
+    yield make
+    for s in made:
+        s.stop()
+    for s in made:
+        shutil.rmtree(s.state, ignore_errors=True)
+
+
+@pytest.fixture(params=["plain", "tls"])
+def ts_server(request, ts_factory):
+    return ts_factory(tls=request.param == "tls")

@@ -161,10 +161,26 @@ class TS2021Client:
             hdrs.append(("content-length", str(len(body))))
         self.responses[sid] = Response(sid)
         self.h2.send_headers(sid, hdrs, end_stream=not body and end)
-        if body:
-            self.h2.send_data(sid, body, end_stream=end)
         self._flush()
+        self.send_body(sid, body, end)
         return self.responses[sid]
+
+    def send_body(self, sid, body, end=True):
+        """DATA within the server's frame size and flow-control windows."""
+        view = memoryview(body)
+        while view:
+            n = min(len(view), self.h2.max_outbound_frame_size,
+                    self.h2.local_flow_control_window(sid))
+            if n == 0:
+                if not self.pump():
+                    raise ConnectionError("closed while sending a body")
+                r = self.responses[sid]
+                if r.reset is not None or r.ended:
+                    return
+                continue
+            self.h2.send_data(sid, bytes(view[:n]), end_stream=end and n == len(view))
+            view = view[n:]
+            self._flush()
 
     def request(self, method, path, body=b"", headers=()):
         r = self.start(method, path, body, headers)
