@@ -253,6 +253,9 @@ static apr_status_t routes_insert(ts_store_tx_t *tx, apr_int64_t node_id,
         int adv = r->advertised ? 1 : 0, appr = r->approved ? 1 : 0;
         const void *args[] = { &node_id, r->prefix, &adv, &appr };
         rv = ts_store__tx_exec(tx, &SQL_ROUTE_INSERT, args, NULL);
+        if (rv == TS_STORE_ECONFLICT) {
+            rv = ts_store__tx_fail(tx, rv, "route %s is listed twice (%s)", r->prefix, tx->msg);
+        }
     }
     return rv;
 }

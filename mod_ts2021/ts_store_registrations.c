@@ -103,6 +103,10 @@ static apr_status_t reg_create_tx(ts_store_tx_t *tx, void *baton)
                            TS_OPT(r->req_expiry), &eph, &tx->now, &r->expires_at };
     apr_status_t rv = ts_store__tx_exec(tx, &SQL_REG_INSERT, args, NULL);
 
+    /* the key is the primary key, which MySQL reports only as 'PRIMARY' */
+    if (rv == TS_STORE_ECONFLICT) {
+        rv = ts_store__tx_fail(tx, rv, "registration auth_id '%s' already exists", r->auth_id);
+    }
     if (rv == APR_SUCCESS) {
         rv = ts_store__tx_change(tx, TS_CHANGE_REG_CREATED, 0, 0,
                                  ts_store__payload(tx->scratch, "{s:s}", "auth_id",

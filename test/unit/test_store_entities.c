@@ -595,36 +595,47 @@ static void test_policy_latest_wins(void **state)
     ASSERT_RV(APR_EINVAL, ts_store_policy_set(fx->st, fx->pool, "", NULL, &err));
 }
 
-static void test_registrations(void **state)
+static ts_registration_t *new_registration(fx_t *fx, const char *auth_id, int n,
+                                           apr_time_t expires_at)
+{
+    ts_registration_t *r = apr_pcalloc(fx->pool, sizeof(*r));
+    const char *err = NULL;
+
+    r->auth_id = auth_id;
+    r->machine_key = fx_key(fx->pool, "mkey:", n);
+    r->node_key = fx_key(fx->pool, "nodekey:", n);
+    r->old_node_key = fx_key(fx->pool, "nodekey:", n + 1);
+    r->hostinfo = "{\"Hostname\":\"laptop\"}";
+    r->ephemeral = 1;
+    r->req_expiry = apr_time_from_sec(2000000000);
+    r->expires_at = expires_at;
+    ASSERT_RV(APR_SUCCESS, ts_store_registration_create(fx->st, fx->pool, r, &err));
+    return r;
+}
+
+static void test_registration_resolves_once(void **state)
 {
     FX_REQUIRE(state);
     const char *err = NULL;
     ts_user_t *u = new_user(fx, "approver");
-    apr_time_t now = apr_time_now();
-    ts_registration_t r = { .auth_id = "authid-0001", .hostinfo = "{\"Hostname\":\"laptop\"}",
-                            .ephemeral = 1 }, dup, *got;
-    ts_registration_t old = { .auth_id = "authid-0002" };
-    apr_int64_t g;
-    int deleted = -1;
+    ts_registration_t *r = new_registration(fx, "authid-0001", 70,
+                                            apr_time_now() + apr_time_from_sec(900));
+    ts_registration_t dup, *got;
 
-    r.machine_key = fx_key(fx->pool, "mkey:", 70);
-    r.node_key = fx_key(fx->pool, "nodekey:", 70);
-    r.old_node_key = fx_key(fx->pool, "nodekey:", 69);
-    r.req_expiry = now + apr_time_from_sec(86400);
-    r.expires_at = now + apr_time_from_sec(900);
-    ASSERT_RV(APR_SUCCESS, ts_store_registration_create(fx->st, fx->pool, &r, &err));
     ASSERT_RV(APR_SUCCESS, ts_store_registration_get(fx->st, fx->pool, "authid-0001", &got,
                                                      &err));
-    assert_string_equal(got->node_key, r.node_key);
-    assert_string_equal(got->old_node_key, r.old_node_key);
-    assert_string_equal(got->hostinfo, r.hostinfo);
-    assert_int_equal(got->req_expiry, r.req_expiry);
-    assert_int_equal(got->expires_at, r.expires_at);
+    assert_string_equal(got->node_key, r->node_key);
+    assert_string_equal(got->old_node_key, r->old_node_key);
+    assert_string_equal(got->hostinfo, r->hostinfo);
+    assert_int_equal(got->req_expiry, r->req_expiry);
+    assert_int_equal(got->expires_at, r->expires_at);
+    assert_int_equal(got->created_at, r->created_at);
     assert_int_equal(got->ephemeral, 1);
     assert_int_equal(got->state, TS_REG_PENDING);
-    dup = r;
+    dup = *r;
     ASSERT_RV(TS_STORE_ECONFLICT, ts_store_registration_create(fx->st, fx->pool, &dup, &err));
-    assert_non_null(strstr(err, "registration"));
+    assert_string_equal(err, "creating registration 'authid-0001': registration auth_id "
+                        "'authid-0001' already exists");
     dup.expires_at = 0;
     ASSERT_RV(APR_EINVAL, ts_store_registration_create(fx->st, fx->pool, &dup, &err));
 
@@ -644,33 +655,42 @@ static void test_registrations(void **state)
                                                                 &err));
     ASSERT_RV(APR_EINVAL, ts_store_registration_resolve(fx->st, fx->pool, "authid-0001",
                                                         TS_REG_PENDING, 0, 0, NULL, &err));
+    ASSERT_RV(APR_SUCCESS, ts_store_registration_delete(fx->st, fx->pool, "authid-0001", &err));
+    ASSERT_RV(TS_STORE_ENOTFOUND, ts_store_registration_delete(fx->st, fx->pool, "authid-0001",
+                                                               &err));
+}
 
-    old.machine_key = r.machine_key;
-    old.node_key = fx_key(fx->pool, "nodekey:", 71);
-    old.expires_at = now - 1;
-    ASSERT_RV(APR_SUCCESS, ts_store_registration_create(fx->st, fx->pool, &old, &err));
-    ASSERT_RV(APR_SUCCESS, ts_store_registration_resolve(fx->st, fx->pool, "authid-0002",
+static void test_registration_expiry_sweep(void **state)
+{
+    FX_REQUIRE(state);
+    const char *err = NULL;
+    apr_time_t now = apr_time_now();
+    ts_registration_t *got;
+    apr_int64_t g;
+    int deleted = -1;
+
+    new_registration(fx, "authid-live", 72, now + apr_time_from_sec(900));
+    new_registration(fx, "authid-old", 74, now - 1);
+    ASSERT_RV(APR_SUCCESS, ts_store_registration_resolve(fx->st, fx->pool, "authid-old",
                                                          TS_REG_REJECTED, 0, 0, "denied",
                                                          &err));
-    ASSERT_RV(APR_SUCCESS, ts_store_registration_get(fx->st, fx->pool, "authid-0002", &got,
+    ASSERT_RV(APR_SUCCESS, ts_store_registration_get(fx->st, fx->pool, "authid-old", &got,
                                                      &err));
     assert_int_equal(got->state, TS_REG_REJECTED);
     assert_string_equal(got->error, "denied");
     ASSERT_RV(APR_SUCCESS, ts_store_registration_delete_expired(fx->st, fx->pool, now, &deleted,
                                                                 &err));
     assert_int_equal(deleted, 1);
-    ASSERT_RV(TS_STORE_ENOTFOUND, ts_store_registration_get(fx->st, fx->pool, "authid-0002",
+    ASSERT_RV(TS_STORE_ENOTFOUND, ts_store_registration_get(fx->st, fx->pool, "authid-old",
                                                             &got, &err));
+    ASSERT_RV(APR_SUCCESS, ts_store_registration_get(fx->st, fx->pool, "authid-live", &got,
+                                                     &err));
     /* a sweep that finds nothing writes nothing */
     ASSERT_RV(APR_SUCCESS, ts_store_generation(fx->st, fx->pool, &g, &err));
     ASSERT_RV(APR_SUCCESS, ts_store_registration_delete_expired(fx->st, fx->pool, now, &deleted,
                                                                 &err));
     assert_int_equal(deleted, 0);
     assert_int_equal(fx_int(fx, "SELECT generation FROM ts_state"), g);
-
-    ASSERT_RV(APR_SUCCESS, ts_store_registration_delete(fx->st, fx->pool, "authid-0001", &err));
-    ASSERT_RV(TS_STORE_ENOTFOUND, ts_store_registration_delete(fx->st, fx->pool, "authid-0001",
-                                                               &err));
 }
 
 /* Near the mysql driver's per-column buffer (fldsz, 1 MB by default): a big Hostinfo comes
@@ -717,7 +737,8 @@ static void test_large_host_info_round_trips(void **state)
     FX_TEST(test_node_create_uses_preauth_key, full), \
     FX_TEST(test_api_keys, full), \
     FX_TEST(test_policy_latest_wins, full), \
-    FX_TEST(test_registrations, full), \
+    FX_TEST(test_registration_resolves_once, full), \
+    FX_TEST(test_registration_expiry_sweep, full), \
     FX_TEST(test_large_host_info_round_trips, full)
 
 int main(void)
