@@ -186,11 +186,6 @@ static err_class_e classify(ts_store_t *st, int rv, const char *msg)
     return ERR_OTHER;
 }
 
-int ts_store__is_busy(ts_store_t *st, int rv, const char *msg)
-{
-    return classify(st, rv, msg) == ERR_BUSY;
-}
-
 /* Which column a uniqueness violation is about, from the driver's message:
  * sqlite "UNIQUE constraint failed: nodes.given_name[, …]"; MariaDB "Duplicate entry 'x' for
  * key 'given_name'" (our MySQL unique keys are named after their column; MySQL 8 prefixes

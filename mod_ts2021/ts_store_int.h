@@ -91,7 +91,6 @@ apr_status_t ts_store__query(ts_store_t *st, apr_pool_t *p, const char *sql, con
 /* first column of the first row of an unprepared SELECT (drained); NULL value if no row */
 apr_status_t ts_store__query_value(ts_store_t *st, apr_pool_t *p, const char *sql,
                                    const char **value, const char **err);
-int ts_store__is_busy(ts_store_t *st, int rv, const char *msg);
 void ts_store__forget_statements(ts_store_t *st);
 void ts_store__backoff(int attempt);
 

@@ -182,6 +182,10 @@ FX_UNUSED static int fx_teardown(void **state)
 
     if (fx->available) {
         ts_store_close(fx->st);
+        /* leave the shared MariaDB database empty for whatever runs next */
+        if (strcmp(fx->cfg->driver, "mysql") == 0) {
+            fx_mysql_wipe(fx);
+        }
         apr_dbd_close(fx->raw_driver, fx->raw);
     }
     if (fx->dir[0]) {
