@@ -254,8 +254,9 @@ def test_bad_records_close_cleanly(ts_server, case):
         if case == "truncated":
             sock.shutdown(socket.SHUT_WR)
         tail = read_all(sock)
-        if case == "garbage_h2":
-            # The server's answer is a GOAWAY inside a valid record, then EOF.
+        if case == "garbage_h2" and not ts_server.tls:
+            # The server's answer (SETTINGS, GOAWAY) comes in valid records, then EOF. Over
+            # TLS a close with unread bytes may turn into a reset that eats them.
             assert tail[:1] == b"\x04"
     sock.close()
     assert_serving(ts_server)
@@ -263,10 +264,12 @@ def test_bad_records_close_cleanly(ts_server, case):
 
 def test_stalled_handshake_is_closed(ts_factory):
     s = ts_factory(extra_conf="    TS2021HandshakeTimeout 1\n")
-    sock, _ = handshaken_socket(s)
+    sock, sess = handshaken_socket(s)
     t = time.time()
-    assert read_all(sock, timeout=15) == b""
+    # The server's SETTINGS arrive in a record, then the connection closes: no request came.
+    data = read_all(sock, timeout=15)
     assert time.time() - t < 10
+    assert data[:1] == b"\x04"
     sock.close()
     assert_serving(s)
 
