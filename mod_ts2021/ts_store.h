@@ -185,7 +185,8 @@ void ts_store_test_fail_at(ts_store_t *st, const char *stmt_name, int nth);
 
 /* Creates or migrates the schema to TS_STORE_SCHEMA_VERSION; idempotent, and safe when several
  * processes call it at once on a fresh database. TS_STORE_ESCHEMA if the database is newer.
- * err is allocated from the store's pool (a rare, one-off call). */
+ * *err points into the store and stays valid until its next schema_apply (no pool is
+ * consumed, even when a caller retries it on every request). */
 apr_status_t ts_store_schema_apply(ts_store_t *st, const char **err);
 /* Version recorded in the database; 0 when no schema exists. */
 apr_status_t ts_store_schema_version(ts_store_t *st, apr_pool_t *p, int *version,

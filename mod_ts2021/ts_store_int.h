@@ -28,6 +28,9 @@ struct ts_store_t {
     apr_hash_t *stmts;                /* name -> apr_dbd_prepared_t*, prepared once */
     const char *fault_stmt;           /* test seam */
     int fault_countdown;
+    /* schema_apply's message: it may fail on every request of a long-lived connection, so
+     * its message must not be allocated from the connection's pool each time */
+    char schema_err[1024];
 };
 
 /* One attempt of a write transaction. */

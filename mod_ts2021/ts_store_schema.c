@@ -391,7 +391,9 @@ apr_status_t ts_store_schema_apply(ts_store_t *st, const char **err)
         rv = st->mysql ? apply_mysql(st, sp, &msg) : apply_sqlite(st, sp, &msg);
     }
     if (rv != APR_SUCCESS) {
-        *err = apr_psprintf(st->pool, "applying the database schema: %s", msg);
+        apr_snprintf(st->schema_err, sizeof(st->schema_err),
+                     "applying the database schema: %s", msg ? msg : "failed");
+        *err = st->schema_err;
     }
     apr_pool_destroy(sp);
     return rv;
