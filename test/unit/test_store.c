@@ -390,6 +390,28 @@ static void test_wrap_reuses_one_store_per_connection(void **state)
     assert_string_equal(got->name, "wrapped");
 }
 
+/* Another process changing the schema invalidates sqlite statements prepared (the legacy
+ * way) on this connection; the next use must prepare them afresh, not fail. */
+static void test_cached_statements_survive_schema_change(void **state)
+{
+    FX_REQUIRE(state);
+    const char *err = NULL;
+    ts_user_t u = { .name = "before" }, *got = NULL;
+    apr_array_header_t *users;
+
+    ASSERT_RV(APR_SUCCESS, ts_store_user_create(fx->st, fx->pool, &u, &err));
+    ASSERT_RV(APR_SUCCESS, ts_store_user_get(fx->st, fx->pool, u.id, &got, &err));
+    fx_exec(fx, "CREATE TABLE unrelated_extra (id INTEGER)");
+    ASSERT_RV(APR_SUCCESS, ts_store_user_get(fx->st, fx->pool, u.id, &got, &err));
+    assert_string_equal(got->name, "before");
+    fx_exec(fx, "DROP TABLE unrelated_extra");
+    u.name = "after";
+    ASSERT_RV(APR_SUCCESS, ts_store_user_update(fx->st, fx->pool, &u, &err));
+    ASSERT_RV(APR_SUCCESS, ts_store_user_list(fx->st, fx->pool, &users, &err));
+    assert_int_equal(users->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(users, 0, ts_user_t *)->name, "after");
+}
+
 #define STORE_TESTS(full, empty) \
     FX_TEST(test_schema_apply_is_idempotent, full), \
     FX_TEST(test_schema_version_on_empty_database, empty), \
@@ -400,7 +422,8 @@ static void test_wrap_reuses_one_store_per_connection(void **state)
     FX_TEST(test_injected_fault_mid_transaction_leaves_nothing, full), \
     FX_TEST(test_database_error_mid_transaction_rolls_back, full), \
     FX_TEST(test_concurrent_writers_get_distinct_generations, full), \
-    FX_TEST(test_wrap_reuses_one_store_per_connection, full)
+    FX_TEST(test_wrap_reuses_one_store_per_connection, full), \
+    FX_TEST(test_cached_statements_survive_schema_change, full)
 
 int main(void)
 {
