@@ -2,6 +2,7 @@
  * database bring-up, and dispatch of the Tailscale control paths to handlers. */
 #include "mod_ts2021.h"
 #include "mod_ts2021_conn.h"
+#include "mod_ts2021_status.h"
 
 #include <http_log.h>
 #include <http_protocol.h>
@@ -50,12 +51,14 @@ static int ts_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (ts_keys_post_config(pconf, ptemp, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
+    ts_status_post_config(pconf, s);
     return ts_dbd_post_config(pconf, s);
 }
 
 static void ts_child_init(apr_pool_t *pchild, server_rec *s)
 {
     if (!ts_any_enabled(s)) return;
+    ts_status_child_init(pchild);
     ts_dbd_child_init(pchild, s);
     ts_loop_child_init(pchild, s);
 }
@@ -88,6 +91,7 @@ static void ts_register_hooks(apr_pool_t *p)
     ap_hook_child_init(ts_child_init, after_dbd, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(ts_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ts_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ts_status_register_hooks();
 }
 
 AP_DECLARE_MODULE(ts2021) = {

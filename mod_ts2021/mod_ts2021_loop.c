@@ -2,6 +2,7 @@
  * (epoll through apr_pollset): never blocks, drains with jitter when the child stops. */
 #include "mod_ts2021.h"
 #include "mod_ts2021_conn.h"
+#include "mod_ts2021_status.h"
 
 #include <http_log.h>
 #include <apr_atomic.h>
@@ -98,6 +99,7 @@ static void loop_close(ts_loop *loop, loop_conn *lc, const char *why)
     else loop->list = lc->next;
     if (lc->next) lc->next->prev = lc->prev;
     apr_atomic_dec32(&loop->count);
+    ts_status_add(TS_STATUS_LOOP, -1);
     free(lc);
 }
 
@@ -231,6 +233,7 @@ static void loop_adopt_item(void *owner_ctx, uint64_t id, void *arg)
 
     (void)id;
     if (!loop || loop->stop == 2 || !(lc->sock = loop_socket(loop, lc->fd))) {
+        if (loop) apr_atomic_dec32(&loop->count);
         close(lc->fd);
         ts_conn_destroy(lc->core);
         free(lc);
@@ -239,6 +242,7 @@ static void loop_adopt_item(void *owner_ctx, uint64_t id, void *arg)
     lc->pfd.desc_type = APR_POLL_SOCKET;
     lc->pfd.desc.s = lc->sock;
     lc->pfd.client_data = lc;
+    ts_status_add(TS_STATUS_LOOP, 1);
     apr_hash_set(loop->conns, &lc->ctx.id, sizeof(lc->ctx.id), lc);
     lc->next = loop->list;
     if (lc->next) lc->next->prev = lc;

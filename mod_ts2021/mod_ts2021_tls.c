@@ -2,6 +2,7 @@
  * writing through the connection filters: TLS (mod_ssl state cannot leave the conn_rec). */
 #include "mod_ts2021.h"
 #include "mod_ts2021_conn.h"
+#include "mod_ts2021_status.h"
 
 #include <http_log.h>
 #include <http_core.h>
@@ -215,7 +216,11 @@ int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
     if (rv == APR_SUCCESS && initial_len) {
         rv = ts_conn_recv(tc->core, initial, initial_len, &why);
     }
-    if (rv == APR_SUCCESS) why = tls_loop(tc, ps);
+    if (rv == APR_SUCCESS) {
+        ts_status_add(TS_STATUS_TLS, 1);
+        why = tls_loop(tc, ps);
+        ts_status_add(TS_STATUS_TLS, -1);
+    }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r, APLOGNO(10970)
                   "TS2021 connection from %s closed: %s", r->useragent_ip,
                   why ? why : "setup failed");

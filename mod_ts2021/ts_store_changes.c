@@ -128,7 +128,7 @@ apr_status_t ts_store_changes_since(ts_store_t *st, apr_pool_t *p, apr_int64_t s
                                     apr_int64_t *through, const char **err)
 {
     apr_array_header_t *rows;
-    apr_int64_t current, pruned, upto;
+    apr_int64_t current = 0, pruned = 0, upto;
     const void *args[2];
     apr_status_t rv;
     int i;

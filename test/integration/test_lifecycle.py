@@ -85,3 +85,44 @@ def test_hard_stop_never_hangs(ts_factory, tls):
     assert time.time() - t0 < 15
     for c, _ in conns:
         c.close()
+
+
+STATUS_CONF = """    <Location "/server-status">
+        SetHandler server-status
+    </Location>
+"""
+
+
+def status_counts(s):
+    st, _, body = s.request("GET", "/server-status?auto")
+    assert st == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line.startswith("TS2021"):
+            k, v = line.split(":", 1)
+            out[k] = int(v)
+    return out
+
+
+def wait_counts(s, want, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = status_counts(s)
+        if all(got.get(k) == v for k, v in want.items()):
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"mod_status shows {status_counts(s)}, want {want}")
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_mod_status_shows_connections(ts_factory, tls):
+    s = ts_factory(tls=tls, extra_conf=STATUS_CONF)
+    kind = "TS2021TLSConnections" if tls else "TS2021CleartextConnections"
+    wait_counts(s, {"TS2021Connections": 0})
+    conns = open_streams(s, 3)
+    wait_counts(s, {kind: 3, "TS2021Connections": 3})
+    st, _, body = s.request("GET", "/server-status")
+    assert b"<h2>TS2021 connections</h2>" in body
+    for c, _ in conns:
+        c.close()
+    wait_counts(s, {"TS2021Connections": 0})
