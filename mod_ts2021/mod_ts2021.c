@@ -77,6 +77,7 @@ static int ts_handler(request_rec *r)
     int on = conf->enabled == 1 && r->uri;
 
     if (!strcmp(h, "ts2021-key") || (on && !strcmp(r->uri, "/key"))) return ts_key_handler(r);
+    if (!strcmp(h, "ts2021-info")) return ts_info_handler(r);
     if (!strcmp(h, "ts2021-noise") || (on && !strcmp(r->uri, "/ts2021"))) return ts_conn_handler(r);
     return DECLINED;
 }

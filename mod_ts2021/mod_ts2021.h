@@ -41,6 +41,9 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv);
 const char *ts_config_state_dir(apr_pool_t *p, const ts_server_conf *conf);
 const char *ts_config_key_file(apr_pool_t *p, server_rec *s, const ts_server_conf *conf);
 
+/* mod_ts2021_info.c: SetHandler ts2021-info */
+int ts_info_handler(request_rec *r);
+
 /* mod_ts2021_key.c: GET /key */
 int ts_key_handler(request_rec *r);
 

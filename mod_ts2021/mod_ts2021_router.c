@@ -2,6 +2,7 @@
  * when trivial, on the child's worker pool when they may block (database, map building). */
 #include "mod_ts2021.h"
 #include "mod_ts2021_conn.h"
+#include "mod_ts2021_dbd.h"
 
 #include <http_log.h>
 #include <apr_strings.h>
@@ -127,6 +128,38 @@ static void run_echo(route_task *t)
     t->body = NULL;
 }
 
+/* Test endpoint: the database from a module thread (the worker), with a handle opened and
+ * closed around this unit of work, as every long-lived thread must. */
+static void run_db(route_task *t)
+{
+    apr_pool_t *p;
+    ap_dbd_t *rec;
+    ts_store_t *st;
+    apr_int64_t g = 0;
+    const char *err = NULL;
+    char *body;
+
+    apr_pool_create_unmanaged_ex(&p, NULL, NULL);
+    st = ts_dbd_open(p, t->s, &rec);
+    if (st && ts_store_generation(st, p, &g, &err) == APR_SUCCESS) {
+        body = apr_psprintf(p, "{\"generation\":%" APR_INT64_T_FMT "}\n", g);
+        t->status = 200;
+    }
+    else {
+        body = apr_psprintf(p, "{\"error\":\"%s\"}\n", st ? "query failed" : "no database");
+        t->status = 503;
+    }
+    if (st) ts_dbd_close(t->s, rec);
+    t->content_type = "application/json";
+    t->out_len = strlen(body);
+    t->out = (uint8_t *)strdup(body);
+    if (!t->out) {
+        t->out_len = 0;
+        t->status = 503;
+    }
+    apr_pool_destroy(p);
+}
+
 /* Test endpoint: a response that never ends: ?chunks=N&size=S queued at once, then
  * the stream stays open (flow control decides when the bytes go). */
 static void route_stream(const ts_conn_request_t *req)
@@ -171,6 +204,10 @@ static void router_dispatch(void *baton, const ts_conn_request_t *req)
         path += strlen(ROUTER_TEST_PREFIX);
         if (!strcmp(path, "echo") && !strcmp(req->method, "POST")) {
             route_to_worker(ctx, req, run_echo);
+            return;
+        }
+        if (!strcmp(path, "db")) {
+            route_to_worker(ctx, req, run_db);
             return;
         }
         if (!strncmp(path, "stream", 6) && (path[6] == '\0' || path[6] == '?')) {

@@ -86,3 +86,43 @@ def test_unreachable_database_is_reported_and_key_still_served(server_factory, d
         time.sleep(0.2)
     assert "TS2021: no database connection" in s.errlog()
     s.stop()
+
+
+INFO_CONF = """    <Location "/ts2021-info">
+        SetHandler ts2021-info
+    </Location>
+"""
+
+
+def set_generation(server, g):
+    sql = f"UPDATE ts_state SET generation = {g} WHERE id = 1"
+    if server.db == "sqlite":
+        with sqlite3.connect(os.path.join(server.state, "db", "ts2021.sqlite")) as db:
+            db.execute(sql)
+    else:
+        mysql_exec(sql, "ts2021")
+
+
+def test_store_from_a_request_and_from_a_module_thread(server_factory, tmp_path):
+    """A request reads through its own handle (ap_dbd_acquire); a request inside Noise is
+    served on the worker pool, which opens and closes a handle (ap_dbd_open/close)."""
+    import json
+    from test_transport import connect
+    extra = tmp_path / "info.conf"
+    extra.write_text(INFO_CONF + "    TS2021TestEndpoints On\n")
+    s = server_factory(extra_args=["--extra-conf", str(extra)])
+    wait_for_schema(s)
+    for g in (0, 42, 43):
+        set_generation(s, g)
+        st, headers, body = s.request("GET", "/ts2021-info")
+        assert st == 200 and headers["content-type"] == "application/json"
+        info = json.loads(body)
+        assert info == {"driver": "sqlite3" if s.db == "sqlite" else "mysql",
+                        "schemaVersion": 1, "generation": g}
+        c = connect(s)
+        r = c.request("GET", "/ts2021-test/db")
+        assert r.status == 200 and json.loads(bytes(r.body)) == {"generation": g}
+        c.close()
+    st, _, _ = s.request("POST", "/ts2021-info", body=b"x")
+    assert st == 405
+    s.stop()
