@@ -308,3 +308,32 @@ def test_thousands_of_connections_opened_and_dropped(ts_server):
     for t in threads:
         t.join()
     assert_serving(ts_server)
+
+
+def test_tampered_version_fails_authentication(ts_server):
+    """The version feeds the Noise prologue: changing it in the clear header breaks the MAC."""
+    ini = noise.Initiator(noise.new_private_key(), server_key(ts_server), 145)
+    msg = bytearray(ini.message1())
+    msg[0:2] = (146).to_bytes(2, "big")
+    sock = raw_upgrade(ts_server, base64.b64encode(bytes(msg)).decode())
+    st, _, rest = client.read_http_head(sock)
+    assert st == 400 and b"Noise handshake failed" in rest
+    sock.close()
+    assert_serving(ts_server)
+
+
+def test_bytes_sent_with_the_upgrade_are_read(ts_factory):
+    """Bytes behind the request that httpd's input filter already buffered reach the Noise
+    layer: garbage there closes the connection at once, not after the handshake timeout."""
+    s = ts_factory(extra_conf="    TS2021HandshakeTimeout 30\n")
+    ini = noise.Initiator(noise.new_private_key(), server_key(s), 145)
+    sock = client.open_socket("127.0.0.1", s.port, s.tls)
+    sock.sendall(client.upgrade_request("127.0.0.1", s.port, ini.handshake_header(),
+                                        extra=b"\x04\x00\x20" + b"\x00" * 32))
+    t = time.time()
+    st, _, rest = client.read_http_head(sock)
+    assert st == 101
+    read_all(sock, timeout=20)
+    assert time.time() - t < 5
+    sock.close()
+    assert_serving(s)
