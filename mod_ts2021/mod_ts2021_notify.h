@@ -1,0 +1,20 @@
+/* mod_ts2021_notify.h: change notification across threads, children and servers: a shared
+ * generation word writers bump, and one notifier thread per child that runs callbacks. */
+#ifndef MOD_TS2021_NOTIFY_H
+#define MOD_TS2021_NOTIFY_H
+
+#include <httpd.h>
+
+/* Runs on the child's notifier thread after a change anywhere (this child, another child,
+ * another server on the same database, ts2021ctl), and once at start for the initial load. */
+typedef void ts_notify_fn(void *baton);
+
+int ts_notify_post_config(server_rec *s);
+void ts_notify_child_init(apr_pool_t *pchild, server_rec *s);
+void ts_notify_register(server_rec *s, ts_notify_fn *fn, void *baton);
+void ts_notify_start(apr_pool_t *pchild, server_rec *s);
+
+/* Any thread, after committing a change: wakes every child of this server at once. */
+void ts_notify_bump(void);
+
+#endif
