@@ -15,6 +15,8 @@
 #include "ts_crypto.h"
 #include "ts_util.h"
 
+#include "test_vectors.h"
+
 /* ---- helpers (static: every test binary links all ts_*.o) ---- */
 
 static void hex_to(uint8_t *out, size_t len, const char *hex)
@@ -29,44 +31,6 @@ static void assert_hex_equal(const uint8_t *got, size_t len, const char *hex)
     assert_true(len <= 256);
     ts_hex_encode(buf, got, len);
     assert_string_equal(buf, hex);
-}
-
-static json_t *load_vector(const char *name)
-{
-    const char *dir = getenv("TS_VECTORS_DIR");
-    char path[1024];
-    json_error_t err;
-    json_t *j;
-
-    snprintf(path, sizeof(path), "%s/%s", dir && *dir ? dir : "test/vectors", name);
-    j = json_load_file(path, 0, &err);
-    if (!j) fail_msg("cannot load %s: %s (line %d)", path, err.text, err.line);
-    return j;
-}
-
-static const char *jstr(json_t *obj, const char *key)
-{
-    const char *s = json_string_value(json_object_get(obj, key));
-    if (!s) fail_msg("vector field %s missing", key);
-    return s;
-}
-
-/* Decodes a hex field into a fresh buffer; *len receives its size. */
-static uint8_t *jhex(json_t *obj, const char *key, size_t *len)
-{
-    const char *s = jstr(obj, key);
-    size_t n = strlen(s) / 2;
-    uint8_t *b = malloc(n ? n : 1);
-
-    assert_non_null(b);
-    assert_int_equal(ts_hex_decode(b, n, s, strlen(s)), 0);
-    *len = n;
-    return b;
-}
-
-static void jkey(uint8_t out[32], json_t *obj, const char *key)
-{
-    hex_to(out, 32, jstr(obj, key));
 }
 
 /* ---- BLAKE2s ---- */
