@@ -8,6 +8,7 @@
 
 #include "ts_frame.h"
 #include "ts_h2.h"
+#include "ts_ws.h"
 
 /* Pull more from HTTP/2 only while less than this waits for the socket. */
 #define CONN_OUT_LOW_WATER  (64u << 10)
@@ -27,7 +28,18 @@ struct ts_conn {
     uint64_t records_in;            /* client records decrypted: it holds the keys */
     int dead;                       /* nothing more to send or read: close now */
     int closing;                    /* HTTP/2 failed: flush its GOAWAY, then close */
+    int draining;                   /* ts_conn_goaway was called */
+    ts_ws_t *ws;                    /* the WebSocket carrier's reader, NULL on the native path */
+    int ws_closed;                  /* our close frame is queued: nothing goes out after it */
 };
+
+/* See ts_conn_carrier_websocket. */
+static __thread int conn_carrier_ws;
+
+void ts_conn_carrier_websocket(int on)
+{
+    conn_carrier_ws = on;
+}
 
 static void conn_on_request(void *ctx, ts_h2_session_t *sess, ts_h2_request_t *req)
 {
@@ -77,6 +89,15 @@ apr_status_t ts_conn_create(ts_conn_t **out, ts_noise_session_t *ns, const ts_co
     conn->version = ns->version;
     ts_noise_session_wipe(ns);
     conn->env = *env;
+    if (env->websocket || conn_carrier_ws) {
+        conn->env.websocket = 1;
+        if (!(conn->ws = malloc(sizeof(*conn->ws)))) {
+            ts_conn_destroy(conn);
+            *errmsg = "out of memory";
+            return APR_ENOMEM;
+        }
+        ts_ws_init(conn->ws, 0);
+    }
     memset(&hc, 0, sizeof(hc));
     hc.max_body = env->max_body;
     hc.max_queued = env->max_stream_queue;
@@ -101,6 +122,7 @@ void ts_conn_destroy(ts_conn_t *conn)
     }
     free(conn->plain);
     free(conn->out);
+    free(conn->ws);
     ts_noise_cipher_wipe(&conn->tx);
     ts_noise_cipher_wipe(&conn->rx);
     free(conn);
@@ -125,16 +147,16 @@ static apr_status_t conn_feed_h2(ts_conn_t *conn, const uint8_t *pt, size_t len,
     return rv;
 }
 
-apr_status_t ts_conn_recv(ts_conn_t *conn, const uint8_t *in, size_t len, const char **errmsg)
+static apr_status_t conn_out_reserve(ts_conn_t *conn, size_t more);
+
+/* Noise records from the stream, each decrypted into the HTTP/2 session. */
+static apr_status_t conn_recv_records(ts_conn_t *conn, const uint8_t *in, size_t len,
+                                      const char **errmsg)
 {
     const uint8_t *pt;
     size_t used, ptlen;
     apr_status_t rv;
 
-    if (conn->dead || conn->closing) {
-        *errmsg = "connection is closing";
-        return APR_EGENERAL;
-    }
     while (len > 0) {
         if (!conn->reader) {
             conn->reader = malloc(sizeof(*conn->reader));
@@ -165,6 +187,60 @@ apr_status_t ts_conn_recv(ts_conn_t *conn, const uint8_t *in, size_t len, const 
     return APR_SUCCESS;
 }
 
+/* Output only ever holds whole WebSocket frames, so control frames go at its end. */
+static apr_status_t conn_ws_queue(ts_conn_t *conn, const uint8_t *frame, size_t n,
+                                  const char **errmsg)
+{
+    if (n == 0 || conn->ws_closed) return APR_SUCCESS;
+    if (conn_out_reserve(conn, n) != APR_SUCCESS) {
+        conn_kill(conn);
+        *errmsg = "out of memory";
+        return APR_ENOMEM;
+    }
+    memcpy(conn->out + conn->out_len, frame, n);
+    conn->out_len += n;
+    if ((frame[0] & 0x0f) == TS_WS_OP_CLOSE) conn->ws_closed = 1;
+    return APR_SUCCESS;
+}
+
+/* WebSocket frames: their binary payload is the record stream; pongs and the close (an
+ * echo, or ours for a protocol error) are queued behind the output. */
+static apr_status_t conn_recv_ws(ts_conn_t *conn, const uint8_t *in, size_t len,
+                                 const char **errmsg)
+{
+    uint8_t buf[TS_FRAME_MAX_LEN], reply[TS_WS_CONTROL_FRAME_MAX];
+    size_t used, n;
+    apr_status_t rv, rv2;
+
+    while (len > 0 && !conn->ws_closed) {
+        rv = ts_ws_recv(conn->ws, in, len, &used, buf, sizeof(buf), &n, errmsg);
+        in += used;
+        len -= used;
+        if (n > 0 && (rv == APR_SUCCESS || rv == APR_EOF)) {
+            rv2 = conn_recv_records(conn, buf, n, errmsg);
+            if (rv2 != APR_SUCCESS) return rv2;
+        }
+        rv2 = conn_ws_queue(conn, reply, ts_ws_reply(conn->ws, reply), errmsg);
+        if (rv2 != APR_SUCCESS) return rv2;
+        /* The client's close is the end of its stream, not an error. */
+        if (rv == APR_EOF) return APR_SUCCESS;
+        if (rv != APR_SUCCESS) return rv;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t ts_conn_recv(ts_conn_t *conn, const uint8_t *in, size_t len, const char **errmsg)
+{
+    if (conn->dead || conn->closing) {
+        *errmsg = "connection is closing";
+        return APR_EGENERAL;
+    }
+    /* After a close frame either way, what the client still sends is of no use. */
+    if (conn->ws && conn->ws_closed) return APR_SUCCESS;
+    if (conn->ws) return conn_recv_ws(conn, in, len, errmsg);
+    return conn_recv_records(conn, in, len, errmsg);
+}
+
 static apr_status_t conn_out_reserve(ts_conn_t *conn, size_t more)
 {
     size_t need = conn->out_len + more;
@@ -189,20 +265,24 @@ static apr_status_t conn_out_reserve(ts_conn_t *conn, size_t more)
 /* Seals the staged plaintext into one record. */
 static apr_status_t conn_seal_staged(ts_conn_t *conn, const char **errmsg)
 {
-    size_t n;
+    size_t n, sealed, hdr = 0;
     apr_status_t rv;
 
     if (conn->plain_len == 0) return APR_SUCCESS;
-    rv = conn_out_reserve(conn, ts_frame_sealed_len(conn->plain_len));
+    sealed = ts_frame_sealed_len(conn->plain_len);
+    /* On WebSocket each record is one binary message, as the reference sends them. */
+    if (conn->ws) hdr = ts_ws_header_len(sealed);
+    rv = conn_out_reserve(conn, hdr + sealed);
     if (rv != APR_SUCCESS) {
         *errmsg = "out of memory";
         return rv;
     }
-    rv = ts_frame_seal_record(&conn->tx, conn->out + conn->out_len,
-                              conn->out_cap - conn->out_len, conn->plain, conn->plain_len, &n,
-                              errmsg);
+    if (hdr) ts_ws_header_build(conn->out + conn->out_len, TS_WS_OP_BINARY, sealed);
+    rv = ts_frame_seal_record(&conn->tx, conn->out + conn->out_len + hdr,
+                              conn->out_cap - conn->out_len - hdr, conn->plain, conn->plain_len,
+                              &n, errmsg);
     if (rv != APR_SUCCESS) return rv;
-    conn->out_len += n;
+    conn->out_len += hdr + n;
     conn->plain_len = 0;
     return APR_SUCCESS;
 }
@@ -234,7 +314,7 @@ static apr_status_t conn_fill(ts_conn_t *conn, const char **errmsg)
 {
     apr_status_t rv, rv2;
 
-    if (conn->dead || !ts_h2_session_want_write(conn->h2)) return APR_SUCCESS;
+    if (conn->dead || conn->ws_closed || !ts_h2_session_want_write(conn->h2)) return APR_SUCCESS;
     if (conn->out_len - conn->out_off >= CONN_OUT_LOW_WATER) return APR_SUCCESS;
     if (!conn->plain && !(conn->plain = malloc(TS_FRAME_MAX_PLAINTEXT))) {
         *errmsg = "out of memory";
@@ -249,12 +329,31 @@ static apr_status_t conn_fill(ts_conn_t *conn, const char **errmsg)
     return rv;
 }
 
+/* The WebSocket ends with our close frame once HTTP/2 has said its last word. */
+static apr_status_t conn_ws_finish(ts_conn_t *conn, const char **errmsg)
+{
+    uint8_t frame[TS_WS_CONTROL_FRAME_MAX];
+    uint16_t code = TS_WS_CLOSE_NORMAL;
+    int drained = conn->out_len == conn->out_off;
+
+    if (conn->dead || conn->ws_closed) return APR_SUCCESS;
+    if (conn->closing) {
+        if (!drained && ts_h2_session_want_write(conn->h2)) return APR_SUCCESS;
+        code = TS_WS_CLOSE_PROTOCOL;
+    }
+    else if (!ts_h2_session_finished(conn->h2)) return APR_SUCCESS;
+    else if (conn->draining) code = TS_WS_CLOSE_GOING_AWAY;
+    return conn_ws_queue(conn, frame, ts_ws_close_build(frame, sizeof(frame), code, NULL),
+                         errmsg);
+}
+
 apr_status_t ts_conn_pending(ts_conn_t *conn, const uint8_t **out, size_t *len,
                              const char **errmsg)
 {
     apr_status_t rv = conn_fill(conn, errmsg);
 
     if (rv != APR_SUCCESS && !conn->closing) return rv;
+    if (conn->ws && (rv = conn_ws_finish(conn, errmsg)) != APR_SUCCESS) return rv;
     *out = conn->out ? conn->out + conn->out_off : NULL;
     *len = conn->out_len - conn->out_off;
     return APR_SUCCESS;
@@ -314,7 +413,10 @@ apr_status_t ts_conn_stream_end(ts_conn_t *conn, int32_t stream_id)
 
 void ts_conn_goaway(ts_conn_t *conn)
 {
-    if (!conn->dead && !conn->closing) ts_h2_session_drain(conn->h2);
+    if (!conn->dead && !conn->closing) {
+        conn->draining = 1;
+        ts_h2_session_drain(conn->h2);
+    }
 }
 
 int ts_conn_finished(const ts_conn_t *conn)
@@ -322,6 +424,8 @@ int ts_conn_finished(const ts_conn_t *conn)
     int drained = conn->out_len == conn->out_off;
 
     if (conn->dead) return 1;
+    /* WebSocket: not before the close frame is out (see conn_ws_finish). */
+    if (conn->ws) return conn->ws_closed && drained;
     if (conn->closing) return drained;
     return drained && ts_h2_session_finished(conn->h2);
 }

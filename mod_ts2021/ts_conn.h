@@ -40,10 +40,22 @@ typedef struct ts_conn_env {
     void *baton;
     size_t max_body;                    /* request body cap (0: 1 MiB) */
     size_t max_stream_queue;            /* per-stream queued response bytes (0: 4 MiB) */
+    int websocket;                      /* carrier: RFC 6455 binary messages (spec 2.6) */
 } ts_conn_env_t;
 
+/* With the WebSocket carrier, ts_conn_recv takes the client's WebSocket frames and de-frames
+ * them before the Noise records; ts_conn_pending gives each record as one binary message,
+ * answers pings, and ends with a close frame. WebSocket protocol errors queue a close frame
+ * (1002, 1003, 1009) and fail the recv: send what is pending, then close. */
+
+/* Makes every ts_conn_create on the calling thread use the WebSocket carrier while set, as if
+ * env->websocket were 1. The /ts2021 handler sets it around the takeover: the drivers build
+ * env themselves, on the handler's thread, and need not know the carrier. */
+void ts_conn_carrier_websocket(int on);
+
 /* Takes over the session's ciphers (ns is wiped). Message 2 and the early payload were
- * sent already (with ns->tx, so its counter has moved on). */
+ * sent already (with ns->tx, so its counter has moved on; on WebSocket, message 2 went in a
+ * binary message of its own). */
 apr_status_t ts_conn_create(ts_conn_t **conn, ts_noise_session_t *ns, const ts_conn_env_t *env,
                             const char **errmsg);
 void ts_conn_destroy(ts_conn_t *conn);

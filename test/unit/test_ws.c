@@ -9,8 +9,13 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <nghttp2/nghttp2.h>
 #include <sodium.h>
 
+#include "ts_conn.h"
+#include "ts_crypto.h"
+#include "ts_frame.h"
+#include "ts_noise.h"
 #include "ts_ws.h"
 
 /* ---- helpers ---- */
@@ -535,6 +540,390 @@ static void test_reader_custom_cap(void **state)
     assert_int_equal(R.replies_len, 18);
 }
 
+
+/* ---- ts_conn over the WebSocket carrier ---- */
+
+/* A client: its Noise session, an nghttp2 client session, and what came back. */
+typedef struct {
+    ts_noise_session_t ns;
+    ts_frame_reader_t reader;
+    nghttp2_session *h2;
+    uint8_t h2out[8192];
+    size_t h2out_len;
+    int status;
+    char body[256];
+    size_t body_len;
+    int stream_closed;
+    size_t binary_frames, pongs, closes;
+    uint8_t pong[TS_WS_MAX_CONTROL];
+    size_t pong_len;
+    uint16_t close_code;
+} wsclient_t;
+
+static ts_conn_t *the_conn;
+
+static void conn_dispatch(void *baton, const ts_conn_request_t *req)
+{
+    (void)baton;
+    assert_string_equal(req->path, "/hello");
+    ts_conn_respond(req->conn, req->stream_id, 200, "text/plain", (const uint8_t *)"hi", 2);
+}
+
+static ssize_t cl_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    wsclient_t *c = ud;
+
+    (void)s;
+    (void)flags;
+    assert_true(c->h2out_len + len <= sizeof(c->h2out));
+    memcpy(c->h2out + c->h2out_len, data, len);
+    c->h2out_len += len;
+    return (ssize_t)len;
+}
+
+static int cl_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *ud)
+{
+    wsclient_t *c = ud;
+
+    (void)s;
+    (void)f;
+    (void)flags;
+    if (namelen == 7 && !memcmp(name, ":status", 7)) c->status = atoi((const char *)value);
+    (void)valuelen;
+    return 0;
+}
+
+static int cl_data(nghttp2_session *s, uint8_t flags, int32_t sid, const uint8_t *data,
+                   size_t len, void *ud)
+{
+    wsclient_t *c = ud;
+
+    (void)s;
+    (void)flags;
+    (void)sid;
+    assert_true(c->body_len + len <= sizeof(c->body));
+    memcpy(c->body + c->body_len, data, len);
+    c->body_len += len;
+    return 0;
+}
+
+static int cl_close(nghttp2_session *s, int32_t sid, uint32_t code, void *ud)
+{
+    (void)s;
+    (void)sid;
+    (void)code;
+    ((wsclient_t *)ud)->stream_closed = 1;
+    return 0;
+}
+
+/* Handshake both ways; the server's half becomes a ts_conn with the WebSocket carrier. */
+static void conn_setup(wsclient_t *c, int use_env_flag)
+{
+    uint8_t s_priv[32], s_pub[32], c_priv[32], c_pub[32], msg1[TS_NOISE_MSG1_LEN];
+    uint8_t msg2[TS_NOISE_MSG2_LEN];
+    ts_noise_handshake_t hs;
+    ts_noise_session_t server;
+    ts_conn_env_t env;
+    nghttp2_session_callbacks *cb;
+    const char *err = NULL;
+
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(ts_crypto_x25519_keypair(s_priv, s_pub), 0);
+    assert_int_equal(ts_crypto_x25519_keypair(c_priv, c_pub), 0);
+    assert_int_equal(ts_noise_initiator_init(&hs, 145, c_priv, s_pub), APR_SUCCESS);
+    assert_int_equal(ts_noise_write_msg1(&hs, NULL, msg1, &err), APR_SUCCESS);
+    assert_int_equal(ts_noise_respond(s_priv, msg1, sizeof(msg1), NULL, msg2, &server, &err),
+                     APR_SUCCESS);
+    assert_int_equal(ts_noise_read_msg2(&hs, msg2, sizeof(msg2), &err), APR_SUCCESS);
+    assert_int_equal(ts_noise_split(&hs, &c->ns, &err), APR_SUCCESS);
+    ts_frame_reader_init(&c->reader, &c->ns.rx);
+    memset(&env, 0, sizeof(env));
+    env.dispatch = conn_dispatch;
+    env.websocket = use_env_flag;
+    if (!use_env_flag) ts_conn_carrier_websocket(1);
+    assert_int_equal(ts_conn_create(&the_conn, &server, &env, &err), APR_SUCCESS);
+    ts_conn_carrier_websocket(0);
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_send_callback(cb, cl_send);
+    nghttp2_session_callbacks_set_on_header_callback(cb, cl_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, cl_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, cl_close);
+    assert_int_equal(nghttp2_session_client_new(&c->h2, cb, c), 0);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, NULL, 0);
+}
+
+static void conn_teardown(wsclient_t *c)
+{
+    nghttp2_session_del(c->h2);
+    ts_frame_reader_wipe(&c->reader);
+    ts_noise_session_wipe(&c->ns);
+    ts_conn_destroy(the_conn);
+    the_conn = NULL;
+}
+
+/* The client's HTTP/2 output, sealed into records, cut into masked fragments of at most frag
+ * bytes, each fragment followed by a ping when ping is set; fed to the server in 5-byte reads. */
+static apr_status_t conn_send_h2(wsclient_t *c, size_t frag, int ping)
+{
+    static uint8_t sealed[16384], wire[65536];
+    size_t slen = 0, wlen = 0, off, n;
+    const char *err = NULL;
+    apr_status_t rv = APR_SUCCESS;
+
+    c->h2out_len = 0;
+    assert_int_equal(nghttp2_session_send(c->h2), 0);
+    if (c->h2out_len == 0) return APR_SUCCESS;
+    assert_int_equal(ts_frame_seal(&c->ns.tx, sealed, sizeof(sealed), c->h2out, c->h2out_len,
+                                   &slen, &err), APR_SUCCESS);
+    for (off = 0; off < slen; off += n) {
+        uint8_t b0 = off == 0 ? TS_WS_OP_BINARY : TS_WS_OP_CONTINUATION;
+
+        n = slen - off < frag ? slen - off : frag;
+        if (off + n == slen) b0 |= 0x80;
+        wlen += client_frame(wire + wlen, b0, sealed + off, n, rfc_mask);
+        if (ping) wlen += client_frame(wire + wlen, 0x89, "p", 1, rfc_mask);
+        assert_true(wlen + 64 < sizeof(wire));
+    }
+    for (off = 0; off < wlen && rv == APR_SUCCESS; off += n) {
+        n = wlen - off < 5 ? wlen - off : 5;
+        rv = ts_conn_recv(the_conn, wire + off, n, &err);
+    }
+    return rv;
+}
+
+/* Parses the server's output: unmasked final frames only; binary payloads are whole records. */
+static void conn_read_server(wsclient_t *c, size_t *total)
+{
+    const uint8_t *out, *pt;
+    size_t len, off = 0, used, ptlen;
+    const char *err = NULL;
+
+    assert_int_equal(ts_conn_pending(the_conn, &out, &len, &err), APR_SUCCESS);
+    *total = len;
+    while (off < len) {
+        uint8_t op = out[off] & 0x0f;
+        uint64_t plen = out[off + 1];
+        size_t h = 2;
+
+        assert_int_equal(out[off] & 0xf0, 0x80);           /* FIN, no RSV */
+        assert_int_equal(out[off + 1] & 0x80, 0);          /* never masked */
+        if (plen == 126) plen = ((size_t)out[off + 2] << 8) | out[off + 3], h = 4;
+        assert_true(plen < 127 || h == 4);
+        assert_true(off + h + plen <= len);
+        if (op == TS_WS_OP_BINARY) {
+            /* One record per message: type 04 and its length match the frame. */
+            assert_int_equal(out[off + h], TS_FRAME_TYPE_RECORD);
+            assert_int_equal(((size_t)out[off + h + 1] << 8) | out[off + h + 2], plen - 3);
+            c->binary_frames++;
+            assert_int_equal(ts_frame_reader_feed(&c->reader, out + off + h, plen, &used, &pt,
+                                                  &ptlen, &err), APR_SUCCESS);
+            assert_int_equal(used, plen);
+            assert_int_equal(nghttp2_session_mem_recv(c->h2, pt, ptlen), (ssize_t)ptlen);
+        }
+        else if (op == TS_WS_OP_PONG) {
+            c->pongs++;
+            memcpy(c->pong, out + off + h, plen);
+            c->pong_len = plen;
+        }
+        else {
+            assert_int_equal(op, TS_WS_OP_CLOSE);
+            assert_int_equal(c->closes, 0);
+            c->closes++;
+            c->close_code = plen >= 2 ? (uint16_t)((out[off + h] << 8) | out[off + h + 1])
+                                      : TS_WS_CLOSE_NO_STATUS;
+        }
+        off += h + (size_t)plen;
+    }
+    ts_conn_sent(the_conn, len);
+}
+
+static void conn_request(wsclient_t *c, size_t frag, int ping)
+{
+    static const nghttp2_nv nv[] = {
+#define NV(n, v) { (uint8_t *)n, (uint8_t *)v, sizeof(n) - 1, sizeof(v) - 1, NGHTTP2_NV_FLAG_NONE }
+        NV(":method", "GET"), NV(":scheme", "https"), NV(":path", "/hello"),
+        NV(":authority", "unused"),
+#undef NV
+    };
+    size_t total;
+    int i;
+
+    assert_true(nghttp2_submit_request(c->h2, NULL, nv, 4, NULL, NULL) > 0);
+    for (i = 0; i < 10 && !c->stream_closed; i++) {
+        assert_int_equal(conn_send_h2(c, frag, ping), APR_SUCCESS);
+        conn_read_server(c, &total);
+    }
+    assert_true(c->stream_closed);
+    assert_int_equal(c->status, 200);
+    assert_int_equal(c->body_len, 2);
+    assert_memory_equal(c->body, "hi", 2);
+}
+
+static void test_conn_ws_request(void **state)
+{
+    static const size_t frags[] = { 1, 2, 7, 100, 5000 };
+    wsclient_t *c = malloc(sizeof(*c));
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(frags) / sizeof(frags[0]); i++) {
+        conn_setup(c, i % 2);
+        conn_request(c, frags[i], i % 2);
+        assert_true(c->binary_frames >= 1);
+        if (i % 2) {
+            assert_true(c->pongs >= 1);
+            assert_int_equal(c->pong_len, 1);
+            assert_memory_equal(c->pong, "p", 1);
+        }
+        assert_int_equal(c->closes, 0);
+        assert_false(ts_conn_finished(the_conn));
+        assert_true(ts_conn_records_in(the_conn) > 0);
+        conn_teardown(c);
+    }
+    free(c);
+}
+
+static void test_conn_ws_client_close(void **state)
+{
+    wsclient_t *c = malloc(sizeof(*c));
+    uint8_t wire[64];
+    const char *err = NULL;
+    size_t n, total;
+
+    (void)state;
+    conn_setup(c, 1);
+    conn_request(c, 100, 0);
+    n = client_frame(wire, 0x88, "\x03\xe8", 2, rfc_mask);
+    n += client_frame(wire + n, 0x82, "junk", 4, rfc_mask);
+    assert_int_equal(ts_conn_recv(the_conn, wire, n, &err), APR_SUCCESS);
+    conn_read_server(c, &total);
+    assert_int_equal(c->closes, 1);
+    assert_int_equal(c->close_code, TS_WS_CLOSE_NORMAL);
+    assert_true(ts_conn_finished(the_conn));
+    /* Bytes after the close are ignored, nothing more goes out. */
+    assert_int_equal(ts_conn_recv(the_conn, wire, n, &err), APR_SUCCESS);
+    conn_read_server(c, &total);
+    assert_int_equal(total, 0);
+    conn_teardown(c);
+    free(c);
+}
+
+static void test_conn_ws_protocol_errors(void **state)
+{
+    static const struct {
+        uint8_t b0;
+        int masked;
+        uint16_t code;
+    } cases[] = {
+        { 0x81, 1, TS_WS_CLOSE_UNSUPPORTED }, { 0x82, 0, TS_WS_CLOSE_PROTOCOL },
+        { 0xc2, 1, TS_WS_CLOSE_PROTOCOL }, { 0x80, 1, TS_WS_CLOSE_PROTOCOL },
+    };
+    wsclient_t *c = malloc(sizeof(*c));
+    uint8_t wire[64];
+    const char *err = NULL;
+    size_t i, n, total;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        conn_setup(c, 1);
+        n = client_frame(wire, cases[i].b0, "text", 4, rfc_mask);
+        if (!cases[i].masked) wire[1] &= 0x7f;
+        assert_int_equal(ts_conn_recv(the_conn, wire, n, &err), APR_EINVAL);
+        assert_non_null(err);
+        /* The server's SETTINGS, then the close frame; nothing after. */
+        conn_read_server(c, &total);
+        assert_int_equal(c->closes, 1);
+        assert_int_equal(c->close_code, cases[i].code);
+        assert_true(ts_conn_finished(the_conn));
+        conn_teardown(c);
+    }
+    /* An oversize frame header is refused before its payload. */
+    conn_setup(c, 1);
+    assert_int_equal(ts_conn_recv(the_conn, (const uint8_t *)"\x82\xff\0\0\0\0\0\x10\0\0"
+                                  "mask", 14, &err), APR_EINVAL);
+    conn_read_server(c, &total);
+    assert_int_equal(c->close_code, TS_WS_CLOSE_TOO_BIG);
+    conn_teardown(c);
+    free(c);
+}
+
+static void test_conn_ws_bad_record_kills(void **state)
+{
+    wsclient_t *c = malloc(sizeof(*c));
+    uint8_t wire[64];
+    const char *err = NULL;
+    const uint8_t *out;
+    size_t n, len;
+
+    (void)state;
+    conn_setup(c, 1);
+    /* A valid WebSocket frame around a record that does not authenticate: the Noise layer
+     * is fatal as on the native path, no close frame. */
+    n = client_frame(wire, 0x82, "\x04\x00\x10" "0123456789abcdef", 19, rfc_mask);
+    assert_true(ts_conn_recv(the_conn, wire, n, &err) != APR_SUCCESS);
+    assert_true(ts_conn_finished(the_conn));
+    assert_int_equal(ts_conn_pending(the_conn, &out, &len, &err), APR_SUCCESS);
+    assert_int_equal(len, 0);
+    conn_teardown(c);
+    free(c);
+}
+
+static void test_conn_ws_goaway_ends_with_close(void **state)
+{
+    wsclient_t *c = malloc(sizeof(*c));
+    size_t total;
+    int i;
+
+    (void)state;
+    conn_setup(c, 1);
+    conn_request(c, 50, 0);
+    ts_conn_goaway(the_conn);
+    for (i = 0; i < 5 && !c->closes; i++) {
+        assert_int_equal(conn_send_h2(c, 50, 0), APR_SUCCESS);
+        conn_read_server(c, &total);
+    }
+    assert_int_equal(c->closes, 1);
+    assert_int_equal(c->close_code, TS_WS_CLOSE_GOING_AWAY);
+    assert_true(ts_conn_finished(the_conn));
+    conn_teardown(c);
+    free(c);
+}
+
+static void test_conn_native_unchanged(void **state)
+{
+    wsclient_t *c = malloc(sizeof(*c));
+    ts_noise_session_t server;
+    ts_conn_env_t env;
+    uint8_t s_priv[32], s_pub[32], c_priv[32], c_pub[32], msg1[TS_NOISE_MSG1_LEN];
+    uint8_t msg2[TS_NOISE_MSG2_LEN];
+    ts_noise_handshake_t hs;
+    const uint8_t *out;
+    const char *err = NULL;
+    size_t len;
+
+    (void)state;
+    ts_crypto_x25519_keypair(s_priv, s_pub);
+    ts_crypto_x25519_keypair(c_priv, c_pub);
+    ts_noise_initiator_init(&hs, 145, c_priv, s_pub);
+    ts_noise_write_msg1(&hs, NULL, msg1, &err);
+    assert_int_equal(ts_noise_respond(s_priv, msg1, sizeof(msg1), NULL, msg2, &server, &err),
+                     APR_SUCCESS);
+    ts_noise_handshake_wipe(&hs);
+    memset(&env, 0, sizeof(env));
+    env.dispatch = conn_dispatch;
+    assert_int_equal(ts_conn_create(&the_conn, &server, &env, &err), APR_SUCCESS);
+    /* Without the flag the output is bare records (the server's SETTINGS). */
+    assert_int_equal(ts_conn_pending(the_conn, &out, &len, &err), APR_SUCCESS);
+    assert_true(len > 3);
+    assert_int_equal(out[0], TS_FRAME_TYPE_RECORD);
+    ts_conn_destroy(the_conn);
+    the_conn = NULL;
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -550,7 +939,14 @@ int main(void)
         cmocka_unit_test(test_reader_malformed),
         cmocka_unit_test(test_reader_fragment_misuse),
         cmocka_unit_test(test_reader_custom_cap),
+        cmocka_unit_test(test_conn_ws_request),
+        cmocka_unit_test(test_conn_ws_client_close),
+        cmocka_unit_test(test_conn_ws_protocol_errors),
+        cmocka_unit_test(test_conn_ws_bad_record_kills),
+        cmocka_unit_test(test_conn_ws_goaway_ends_with_close),
+        cmocka_unit_test(test_conn_native_unchanged),
     };
 
+    if (sodium_init() < 0) return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
