@@ -426,7 +426,7 @@ int ts_conn_finished(const ts_conn_t *conn)
     if (conn->dead) return 1;
     /* WebSocket: not before the close frame is out (see conn_ws_finish). */
     if (conn->ws) return conn->ws_closed && drained;
-    if (conn->closing) return drained;
+    if (conn->closing) return drained && !ts_h2_session_want_write(conn->h2);
     return drained && ts_h2_session_finished(conn->h2);
 }
 
