@@ -7,6 +7,7 @@
 #include <http_config.h>
 
 #include "ts_keys.h"
+#include "ts_tailnet.h"
 
 /* Only the module structure is exported (-fvisibility=hidden elsewhere). */
 extern module AP_MODULE_DECLARE_DATA __attribute__((visibility("default"))) ts2021_module;
@@ -22,6 +23,19 @@ typedef struct ts_server_conf {
     int test_endpoints;         /* TS2021TestEndpoints: /ts2021-test/ paths inside Noise */
     apr_interval_time_t drain_time; /* TS2021DrainTime; -1 until set */
     apr_interval_time_t handshake_timeout; /* TS2021HandshakeTimeout; -1 until set */
+    /* The tailnet (mod_ts2021_tailnet.c). */
+    const char *base_domain;        /* TS2021BaseDomain */
+    const char *ipv4_prefix;        /* TS2021IPv4Prefix ("none" disables) */
+    const char *ipv6_prefix;        /* TS2021IPv6Prefix ("none" disables) */
+    int ipalloc;                    /* TS2021IPAllocation sequential|random */
+    apr_interval_time_t node_expiry;        /* TS2021NodeExpiry; -1 until set */
+    apr_interval_time_t ephemeral_timeout;  /* TS2021EphemeralTimeout; -1 until set */
+    apr_interval_time_t offline_grace;      /* TS2021OfflineGrace; -1 until set */
+    apr_array_header_t *derp_files; /* TS2021DERPMapFile, in order */
+    const char *dns_file;           /* TS2021DNSConfigFile */
+    int magic_dns;                  /* TS2021MagicDNS */
+    ts_tailnet_conf_t *tailnet;     /* built at start-up from the above */
+    const char *derp_json;          /* the merged DERP map text */
     /* Runtime (post_config, read-only once children run). */
     ts_keys_t *keys;            /* loaded server key pairs */
     struct ts_dbd_state *dbd;   /* per-child database state (mod_ts2021_dbd.c) */
@@ -50,6 +64,11 @@ int ts_key_handler(request_rec *r);
 /* mod_ts2021_keys.c: key files checked, generated and loaded at start-up */
 int ts_keys_check_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 int ts_keys_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+
+/* mod_ts2021_tailnet.c: the tailnet settings of each enabled vhost */
+int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s);
+int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf);
 
 /* mod_ts2021_dbd.c: mod_dbd access and schema bring-up */
 int ts_dbd_check_config(apr_pool_t *pconf, server_rec *s);

@@ -27,6 +27,9 @@ void *ts_config_create_server(apr_pool_t *p, server_rec *s)
     conf->test_endpoints = TS_UNSET;
     conf->drain_time = -1;
     conf->handshake_timeout = -1;
+    conf->ipalloc = TS_UNSET;
+    conf->node_expiry = conf->ephemeral_timeout = conf->offline_grace = -1;
+    conf->magic_dns = TS_UNSET;
     return conf;
 }
 
@@ -46,6 +49,22 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     conf->drain_time = add->drain_time >= 0 ? add->drain_time : base->drain_time;
     conf->handshake_timeout = add->handshake_timeout >= 0 ? add->handshake_timeout
                                                           : base->handshake_timeout;
+#define MERGE_PTR(f) conf->f = add->f ? add->f : base->f
+#define MERGE_INT(f) conf->f = add->f != TS_UNSET ? add->f : base->f
+#define MERGE_TIME(f) conf->f = add->f >= 0 ? add->f : base->f
+    MERGE_PTR(base_domain);
+    MERGE_PTR(ipv4_prefix);
+    MERGE_PTR(ipv6_prefix);
+    MERGE_INT(ipalloc);
+    MERGE_TIME(node_expiry);
+    MERGE_TIME(ephemeral_timeout);
+    MERGE_TIME(offline_grace);
+    MERGE_PTR(derp_files);
+    MERGE_PTR(dns_file);
+    MERGE_INT(magic_dns);
+#undef MERGE_PTR
+#undef MERGE_INT
+#undef MERGE_TIME
     return conf;
 }
 
@@ -180,6 +199,100 @@ static const char *set_handshake_timeout(cmd_parms *cmd, void *dc, const char *a
                           &ts_conf(cmd->server)->handshake_timeout);
 }
 
+apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf)
+{
+    return conf->offline_grace >= 0 ? conf->offline_grace : apr_time_from_sec(10);
+}
+
+static const char *set_base_domain(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *c;
+
+    (void)dc;
+    for (c = arg; *c; c++) {
+        if (!apr_isalnum(*c) && *c != '-' && *c != '.') break;
+    }
+    if (*c || !*arg || arg[0] == '.' || arg[strlen(arg) - 1] == '.' || strlen(arg) > 200) {
+        return apr_psprintf(cmd->pool, "TS2021BaseDomain: '%s' is not a domain name "
+                            "(letters, digits, '-' and '.', no leading or trailing dot)", arg);
+    }
+    ts_conf(cmd->server)->base_domain = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_prefix(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    int v6 = cmd->info != NULL;
+
+    (void)dc;
+    /* Parsed for real (against 100.64.0.0/10 and fd7a:115c:a1e0::/48) at start-up. */
+    if (strcasecmp(arg, "none") && !strchr(arg, '/')) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a prefix (address/length) or none",
+                            cmd->cmd->name, arg);
+    }
+    if (v6) conf->ipv6_prefix = apr_pstrdup(cmd->pool, arg);
+    else conf->ipv4_prefix = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_ipalloc(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    if (!strcasecmp(arg, "sequential")) ts_conf(cmd->server)->ipalloc = TS_IPALLOC_SEQUENTIAL;
+    else if (!strcasecmp(arg, "random")) ts_conf(cmd->server)->ipalloc = TS_IPALLOC_RANDOM;
+    else return apr_psprintf(cmd->pool, "TS2021IPAllocation: '%s' is not sequential or random",
+                             arg);
+    return NULL;
+}
+
+static const char *set_long_duration(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    apr_interval_time_t t, *slot;
+    apr_interval_time_t max = apr_time_from_sec(10 * 365 * 86400);
+
+    (void)dc;
+    slot = !strcmp(cmd->cmd->name, "TS2021NodeExpiry") ? &conf->node_expiry
+         : !strcmp(cmd->cmd->name, "TS2021EphemeralTimeout") ? &conf->ephemeral_timeout
+         : &conf->offline_grace;
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0 || t > max) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a duration (e.g. 0, 30s, 90mi, "
+                            "4320h)", cmd->cmd->name, arg);
+    }
+    *slot = t;
+    return NULL;
+}
+
+static const char *add_derp_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    const char *path = ap_server_root_relative(cmd->pool, arg);
+
+    (void)dc;
+    if (!path) return apr_psprintf(cmd->pool, "TS2021DERPMapFile: invalid path '%s'", arg);
+    if (!conf->derp_files) conf->derp_files = apr_array_make(cmd->pool, 2, sizeof(char *));
+    APR_ARRAY_PUSH(conf->derp_files, const char *) = path;
+    return NULL;
+}
+
+static const char *set_dns_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    ts_conf(cmd->server)->dns_file = ap_server_root_relative(cmd->pool, arg);
+    if (!ts_conf(cmd->server)->dns_file) {
+        return apr_psprintf(cmd->pool, "TS2021DNSConfigFile: invalid path '%s'", arg);
+    }
+    return NULL;
+}
+
+static const char *set_magic_dns(cmd_parms *cmd, void *dc, int flag)
+{
+    (void)dc;
+    ts_conf(cmd->server)->magic_dns = flag;
+    return NULL;
+}
+
 const command_rec ts_config_cmds[] = {
     AP_INIT_TAKE1("TS2021", set_enabled, NULL, RSRC_CONF,
                   "On|Off: serve the Tailscale control protocol on this virtual host"),
@@ -197,5 +310,25 @@ const command_rec ts_config_cmds[] = {
                   "window over which a stopping child closes its connections (default 10s)"),
     AP_INIT_TAKE1("TS2021HandshakeTimeout", set_handshake_timeout, NULL, RSRC_CONF,
                   "time from the 101 to the client's first valid record (default 30s)"),
+    AP_INIT_TAKE1("TS2021BaseDomain", set_base_domain, NULL, RSRC_CONF,
+                  "MagicDNS suffix of node names, e.g. tail.example.net"),
+    AP_INIT_TAKE1("TS2021IPv4Prefix", set_prefix, NULL, RSRC_CONF,
+                  "IPv4 prefix within 100.64.0.0/10 for node addresses, or none"),
+    AP_INIT_TAKE1("TS2021IPv6Prefix", set_prefix, "6", RSRC_CONF,
+                  "IPv6 prefix within fd7a:115c:a1e0::/48 for node addresses, or none"),
+    AP_INIT_TAKE1("TS2021IPAllocation", set_ipalloc, NULL, RSRC_CONF,
+                  "sequential (default) or random address allocation"),
+    AP_INIT_TAKE1("TS2021NodeExpiry", set_long_duration, NULL, RSRC_CONF,
+                  "key expiry of user-owned nodes (0, the default: never)"),
+    AP_INIT_TAKE1("TS2021EphemeralTimeout", set_long_duration, NULL, RSRC_CONF,
+                  "delete ephemeral nodes this long after their last stream (default 120s)"),
+    AP_INIT_TAKE1("TS2021OfflineGrace", set_long_duration, NULL, RSRC_CONF,
+                  "a node is offline this long after its last stream ended (default 10s)"),
+    AP_INIT_ITERATE("TS2021DERPMapFile", add_derp_file, NULL, RSRC_CONF,
+                    "DERPMap JSON file(s); later files override regions of earlier ones"),
+    AP_INIT_TAKE1("TS2021DNSConfigFile", set_dns_file, NULL, RSRC_CONF,
+                  "JSON object of extra tailcfg.DNSConfig fields (resolvers, routes...)"),
+    AP_INIT_FLAG("TS2021MagicDNS", set_magic_dns, NULL, RSRC_CONF,
+                 "On (default): MagicDNS names under TS2021BaseDomain"),
     {NULL}
 };

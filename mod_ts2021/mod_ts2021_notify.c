@@ -125,13 +125,13 @@ static void notify_poll_databases(apr_pool_t *p)
     if (moved) ts_notify_bump();
 }
 
-static void notify_run_callbacks(void)
+static void notify_run_callbacks(int changed)
 {
     int i;
 
     for (i = 0; i < tailnets->nelts; i++) {
         notify_tailnet *t = &APR_ARRAY_IDX(tailnets, i, notify_tailnet);
-        t->fn(t->baton);
+        t->fn(t->baton, changed);
     }
 }
 
@@ -143,7 +143,7 @@ static void *APR_THREAD_FUNC notify_main(apr_thread_t *thd, void *data)
 
     (void)thd;
     apr_pool_create(&iter, p);
-    notify_run_callbacks();   /* initial load */
+    notify_run_callbacks(1);   /* initial load */
     while (!apr_atomic_read32(&notify_stop)) {
         struct timespec ts = { 0, 0 };
         apr_time_t now = apr_time_now();
@@ -165,7 +165,10 @@ static void *APR_THREAD_FUNC notify_main(apr_thread_t *thd, void *data)
         }
         if (apr_atomic_read32(&shm->word) != seen) {
             seen = apr_atomic_read32(&shm->word);
-            notify_run_callbacks();
+            notify_run_callbacks(1);
+        }
+        else {
+            notify_run_callbacks(0);
         }
     }
     return NULL;

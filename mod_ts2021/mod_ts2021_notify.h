@@ -5,9 +5,10 @@
 
 #include <httpd.h>
 
-/* Runs on the child's notifier thread after a change anywhere (this child, another child,
- * another server on the same database, ts2021ctl), and once at start for the initial load. */
-typedef void ts_notify_fn(void *baton);
+/* Runs on the child's notifier thread: with changed = 1 after a change anywhere (this child,
+ * another child, another server on the same database, ts2021ctl) and once at start for the
+ * initial load; with changed = 0 at least once a second otherwise (timers). */
+typedef void ts_notify_fn(void *baton, int changed);
 
 int ts_notify_post_config(server_rec *s);
 void ts_notify_child_init(apr_pool_t *pchild, server_rec *s);

@@ -146,6 +146,8 @@ typedef struct ts_change_t {
 #define TS_CHANGE_NODE_UPDATED     "node.updated"
 #define TS_CHANGE_NODE_ROUTES      "node.routes"
 #define TS_CHANGE_NODE_SEEN        "node.seen"
+#define TS_CHANGE_NODE_ONLINE      "node.online"   /* presence: a first stream came up */
+#define TS_CHANGE_NODE_OFFLINE     "node.offline"  /* presence: the last stream is gone */
 #define TS_CHANGE_NODE_DELETED     "node.deleted"
 #define TS_CHANGE_PREAUTH_CREATED  "preauthkey.created"
 #define TS_CHANGE_PREAUTH_UPDATED  "preauthkey.updated"
@@ -258,6 +260,10 @@ apr_status_t ts_store_node_list_changed_since(ts_store_t *st, apr_pool_t *p,
 apr_status_t ts_store_node_update(ts_store_t *st, apr_pool_t *p, ts_node_t *n, const char **err);
 apr_status_t ts_store_node_set_last_seen(ts_store_t *st, apr_pool_t *p, apr_int64_t id,
                                          apr_time_t last_seen, const char **err);
+/* Presence transitions, so every process and server hears of them through the change log:
+ * online (last_seen kept) or offline since last_seen. */
+apr_status_t ts_store_node_set_presence(ts_store_t *st, apr_pool_t *p, apr_int64_t id,
+                                        int online, apr_time_t last_seen, const char **err);
 apr_status_t ts_store_node_delete(ts_store_t *st, apr_pool_t *p, apr_int64_t id,
                                   const char **err);
 /* Routes of a node as ts_route_t values (not pointers), by prefix; empty if none. */

@@ -491,6 +491,7 @@ apr_status_t ts_store_node_update(ts_store_t *st, apr_pool_t *p, ts_node_t *n, c
 typedef struct {
     apr_int64_t id;
     apr_time_t last_seen;
+    int presence;               /* -1: only last_seen; 0: went offline; 1: came online */
 } node_seen_t;
 
 static apr_status_t node_seen_tx(ts_store_tx_t *tx, void *baton)
@@ -504,7 +505,9 @@ static apr_status_t node_seen_tx(ts_store_tx_t *tx, void *baton)
         rv = ts_store__tx_exec(tx, &SQL_NODE_SEEN, args, NULL);
     }
     if (rv == APR_SUCCESS) {
-        rv = ts_store__tx_change(tx, TS_CHANGE_NODE_SEEN, b->id, ts_store__i64(cur[1]), NULL);
+        const char *kind = b->presence < 0 ? TS_CHANGE_NODE_SEEN
+                           : b->presence ? TS_CHANGE_NODE_ONLINE : TS_CHANGE_NODE_OFFLINE;
+        rv = ts_store__tx_change(tx, kind, b->id, ts_store__i64(cur[1]), NULL);
     }
     return rv;
 }
@@ -516,8 +519,31 @@ apr_status_t ts_store_node_set_last_seen(ts_store_t *st, apr_pool_t *p, apr_int6
 
     b.id = id;
     b.last_seen = last_seen;
+    b.presence = -1;
     return ts_store__write(st, p, apr_psprintf(p, "setting last_seen of node %"
                                                APR_INT64_T_FMT, id), node_seen_tx, &b, err);
+}
+
+apr_status_t ts_store_node_set_presence(ts_store_t *st, apr_pool_t *p, apr_int64_t id,
+                                        int online, apr_time_t last_seen, const char **err)
+{
+    node_seen_t b;
+    const char **row = NULL;
+    const void *args[] = { &id };
+    apr_status_t rv;
+
+    b.id = id;
+    b.presence = online ? 1 : 0;
+    b.last_seen = last_seen;
+    if (online) {
+        /* Coming online keeps the stored last_seen: it is shown only while offline. */
+        rv = ts_store__select_one(st, p, &SQL_NODE_BY_ID, args, &row, err);
+        if (rv != APR_SUCCESS) return rv;
+        b.last_seen = node_from_row(p, row)->last_seen;
+    }
+    return ts_store__write(st, p, apr_psprintf(p, "setting node %" APR_INT64_T_FMT " %s", id,
+                                               online ? "online" : "offline"),
+                           node_seen_tx, &b, err);
 }
 
 static apr_status_t node_delete_tx(ts_store_tx_t *tx, void *baton)

@@ -1,0 +1,602 @@
+/* mod_ts2021_stream.c: each child's tailnet runtime: the map view kept current from the change
+ * log by the notifier thread, deltas built once and fanned out to every open map stream,
+ * keep-alives, presence (online/offline with a grace period), held registrations. */
+#include "mod_ts2021.h"
+#include "mod_ts2021_dbd.h"
+#include "mod_ts2021_machine.h"
+#include "mod_ts2021_notify.h"
+#include "mod_ts2021_presence.h"
+
+#include <http_log.h>
+#include <apr_strings.h>
+#include <sodium.h>
+#include <stdlib.h>
+
+#include "ts_register.h"
+
+APLOG_USE_MODULE(ts2021);
+
+#define STREAM_KEEPALIVE      apr_time_from_sec(50)
+#define STREAM_KEEPALIVE_JIT  9000      /* ms */
+#define STREAM_RECHECK        apr_time_from_sec(2)
+#define STREAM_CHANGES_BATCH  1000
+
+static apr_array_header_t *tailnets;     /* ts_tailnet_rt *, one per ServerName */
+
+ts_tailnet_rt *ts_tailnet_of(server_rec *s)
+{
+    int i;
+
+    for (i = 0; tailnets && i < tailnets->nelts; i++) {
+        ts_tailnet_rt *rt = APR_ARRAY_IDX(tailnets, i, ts_tailnet_rt *);
+        if (!strcmp(rt->s->server_hostname, s->server_hostname)) return rt;
+    }
+    return NULL;
+}
+
+/* ---- posting to a connection's owner ---- */
+
+typedef struct machine_item {
+    int32_t stream_id;
+    int kind;                       /* 0 frame, 1 response */
+    int status;
+    const char *content_type;
+    const uint8_t *data;
+    size_t len;
+    uint8_t *own;                   /* malloc'ed copy, or NULL */
+    ts_map_delta_t *hold;           /* keeps shared bytes alive, or NULL */
+} machine_item;
+
+static void item_free(machine_item *it)
+{
+    if (it->hold) ts_map_delta_unref(it->hold);
+    free(it->own);
+    free(it);
+}
+
+static void item_run(void *owner_ctx, uint64_t conn_id, void *arg)
+{
+    machine_item *it = arg;
+    ts_driver_t *d = owner_ctx;
+    ts_conn_t *conn = d ? d->lookup(d, conn_id) : NULL;
+
+    if (conn) {
+        if (it->kind == 1) {
+            ts_conn_respond(conn, it->stream_id, it->status, it->content_type, it->data,
+                            it->len);
+        }
+        else if (ts_conn_stream_write(conn, it->stream_id, it->data, it->len) == APR_ENOSPC) {
+            /* The client stopped reading: end the stream; it comes back for a full map. */
+            ts_conn_stream_end(conn, it->stream_id);
+        }
+        d->kick(d, conn_id);
+    }
+    item_free(it);
+}
+
+static void post_item(ts_driver_t *d, uint64_t conn_id, machine_item *it)
+{
+    if (ts_mailbox_post(d->mb, conn_id, item_run, it) != APR_SUCCESS) item_free(it);
+}
+
+void ts_machine_post_frame(ts_driver_t *d, uint64_t conn_id, int32_t stream_id,
+                           const uint8_t *frame, size_t len, ts_map_delta_t *hold)
+{
+    machine_item *it = calloc(1, sizeof(*it));
+
+    if (!it) return;
+    it->stream_id = stream_id;
+    if (hold) {
+        ts_map_delta_ref(hold);
+        it->hold = hold;
+        it->data = frame;
+    }
+    else {
+        it->own = malloc(len ? len : 1);
+        if (!it->own) {
+            free(it);
+            return;
+        }
+        memcpy(it->own, frame, len);
+        it->data = it->own;
+    }
+    it->len = len;
+    post_item(d, conn_id, it);
+}
+
+void ts_machine_post_response(ts_driver_t *d, uint64_t conn_id, int32_t stream_id, int status,
+                              const char *content_type, const char *body, size_t len)
+{
+    machine_item *it = calloc(1, sizeof(*it));
+
+    if (!it || !(it->own = malloc(len ? len : 1))) {
+        free(it);
+        return;
+    }
+    memcpy(it->own, body, len);
+    it->kind = 1;
+    it->stream_id = stream_id;
+    it->status = status;
+    it->content_type = content_type;
+    it->data = it->own;
+    it->len = len;
+    post_item(d, conn_id, it);
+}
+
+/* ---- loading the view ---- */
+
+static apr_status_t load_node(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p, ts_node_t *n)
+{
+    apr_array_header_t *routes = NULL;
+    const char *err = NULL;
+    apr_status_t rv = ts_store_node_routes_get(st, p, n->id, &routes, &err);
+
+    if (rv != APR_SUCCESS) return rv;
+    apr_thread_mutex_lock(rt->mu);
+    rv = ts_map_node_upsert(rt->map, n, routes, p, &err);
+    if (rv == APR_SUCCESS && ts_presence_online(rt->index, n->id)) {
+        ts_map_node_set_online(rt->map, n->id, 1, 0);
+    }
+    apr_thread_mutex_unlock(rt->mu);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, rt->s, APLOGNO(11030)
+                     "TS2021: node %" APR_INT64_T_FMT " left out of maps: %s", n->id, err);
+    }
+    return APR_SUCCESS;
+}
+
+/* Every user and node, with the generation read first: a change committed while we read is
+ * applied again by the next round (upserts are idempotent). */
+static apr_status_t load_all(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
+{
+    apr_array_header_t *users, *nodes;
+    const char *err = NULL;
+    apr_int64_t g;
+    apr_status_t rv;
+    int i;
+
+    if ((rv = ts_store_generation(st, p, &g, &err)) != APR_SUCCESS
+        || (rv = ts_store_user_list(st, p, &users, &err)) != APR_SUCCESS
+        || (rv = ts_store_node_list(st, p, &nodes, &err)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, rt->s, APLOGNO(11031)
+                     "TS2021: cannot load the tailnet: %s", err);
+        return rv;
+    }
+    for (i = 0; i < users->nelts; i++) {
+        apr_thread_mutex_lock(rt->mu);
+        ts_map_user_upsert(rt->map, APR_ARRAY_IDX(users, i, ts_user_t *));
+        apr_thread_mutex_unlock(rt->mu);
+    }
+    for (i = 0; i < nodes->nelts && rv == APR_SUCCESS; i++) {
+        ts_node_t *n = APR_ARRAY_IDX(nodes, i, ts_node_t *);
+        rv = load_node(rt, st, p, n);
+        if (n->ephemeral && !ts_presence_online(rt->index, n->id)) {
+            apr_int64_t *due;
+            apr_thread_mutex_lock(rt->mu);
+            due = apr_array_push(rt->ephemeral_due);
+            due[0] = n->id;
+            due[1] = apr_time_now() + rt->conf->ephemeral_timeout;
+            apr_thread_mutex_unlock(rt->mu);
+        }
+    }
+    apr_thread_mutex_lock(rt->mu);
+    rt->generation = g;
+    rt->loaded = rv == APR_SUCCESS;
+    apr_thread_mutex_unlock(rt->mu);
+    return rv;
+}
+
+apr_status_t ts_tailnet_ensure_loaded(ts_tailnet_rt *rt, apr_pool_t *p)
+{
+    ap_dbd_t *rec;
+    ts_store_t *st;
+    apr_status_t rv;
+    int loaded;
+
+    apr_thread_mutex_lock(rt->mu);
+    loaded = rt->loaded;
+    apr_thread_mutex_unlock(rt->mu);
+    if (loaded) return APR_SUCCESS;
+    if (!(st = ts_dbd_open(p, rt->s, &rec))) return APR_EGENERAL;
+    rv = load_all(rt, st, p);
+    ts_dbd_close(rt->s, rec);
+    return rv;
+}
+
+/* ---- applying changes ---- */
+
+/* What one batch of the change log asks of the view. */
+typedef struct change_plan {
+    apr_hash_t *nodes;          /* id -> kind of the last change */
+    apr_hash_t *users;
+    int reload;                 /* the log was pruned past us: reload everything */
+} change_plan;
+
+static void plan_changes(change_plan *plan, apr_pool_t *p, apr_array_header_t *changes)
+{
+    int i;
+
+    plan->nodes = apr_hash_make(p);
+    plan->users = apr_hash_make(p);
+    for (i = 0; i < changes->nelts; i++) {
+        ts_change_t *c = APR_ARRAY_IDX(changes, i, ts_change_t *);
+        if (!strncmp(c->kind, "node.", 5) && c->node_id) {
+            apr_int64_t *id = apr_pmemdup(p, &c->node_id, sizeof(c->node_id));
+            apr_hash_set(plan->nodes, id, sizeof(*id), c->kind);
+        }
+        if (!strncmp(c->kind, "user.", 5) && c->user_id) {
+            apr_int64_t *id = apr_pmemdup(p, &c->user_id, sizeof(c->user_id));
+            apr_hash_set(plan->users, id, sizeof(*id), c->kind);
+        }
+    }
+}
+
+static void apply_user(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p, apr_int64_t id)
+{
+    ts_user_t *u = NULL;
+    const char *err;
+    apr_status_t rv = ts_store_user_get(st, p, id, &u, &err);
+
+    apr_thread_mutex_lock(rt->mu);
+    if (rv == APR_SUCCESS) ts_map_user_upsert(rt->map, u);
+    else if (rv == TS_STORE_ENOTFOUND) ts_map_user_remove(rt->map, id);
+    apr_thread_mutex_unlock(rt->mu);
+}
+
+static void apply_node(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p, apr_int64_t id,
+                       const char *kind)
+{
+    ts_node_t *n = NULL;
+    const char *err;
+    apr_status_t rv = ts_store_node_get(st, p, id, &n, &err);
+
+    if (rv == TS_STORE_ENOTFOUND) {
+        apr_thread_mutex_lock(rt->mu);
+        ts_map_node_remove(rt->map, id);
+        apr_thread_mutex_unlock(rt->mu);
+        return;
+    }
+    if (rv != APR_SUCCESS) return;
+    load_node(rt, st, p, n);
+    apr_thread_mutex_lock(rt->mu);
+    if (!strcmp(kind, TS_CHANGE_NODE_ONLINE)) ts_map_node_set_online(rt->map, id, 1, 0);
+    else if (!strcmp(kind, TS_CHANGE_NODE_OFFLINE)) {
+        ts_map_node_set_online(rt->map, id, ts_presence_online(rt->index, id), n->last_seen);
+    }
+    apr_thread_mutex_unlock(rt->mu);
+}
+
+/* Reads the changes since the view's generation and applies them; the delta is built by
+ * the caller. */
+static void apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
+{
+    apr_array_header_t *changes;
+    apr_int64_t through, since;
+    apr_hash_index_t *hi;
+    change_plan plan;
+    const char *err = NULL;
+    apr_status_t rv;
+
+    apr_thread_mutex_lock(rt->mu);
+    since = rt->generation;
+    apr_thread_mutex_unlock(rt->mu);
+    rv = ts_store_changes_since(st, p, since, STREAM_CHANGES_BATCH, &changes, &through, &err);
+    if (rv == TS_STORE_EPRUNED) {
+        load_all(rt, st, p);
+        return;
+    }
+    if (rv != APR_SUCCESS || through == since) return;
+    plan_changes(&plan, p, changes);
+    for (hi = apr_hash_first(p, plan.users); hi; hi = apr_hash_next(hi)) {
+        apply_user(rt, st, p, *(const apr_int64_t *)apr_hash_this_key(hi));
+    }
+    for (hi = apr_hash_first(p, plan.nodes); hi; hi = apr_hash_next(hi)) {
+        apply_node(rt, st, p, *(const apr_int64_t *)apr_hash_this_key(hi),
+                   apr_hash_this_val(hi));
+    }
+    apr_thread_mutex_lock(rt->mu);
+    rt->generation = through;
+    apr_thread_mutex_unlock(rt->mu);
+}
+
+/* Under rt->mu: the delta to every stream, built once; viewers in it get their own copy. */
+static void fan_out(ts_tailnet_rt *rt, apr_pool_t *p, apr_time_t now)
+{
+    ts_map_delta_t *d = NULL;
+    machine_stream *ms;
+
+    if (ts_map_delta_build(rt->map, now, rt->enc, &d) != APR_SUCCESS || !d) return;
+    for (ms = rt->streams; ms; ms = ms->next) {
+        const uint8_t *frame;
+        apr_size_t len;
+        const char *err;
+        int shared = ts_map_delta_is_shared_for(d, ms->node_id);
+
+        if (ts_map_delta_frame(d, ms->node_id, ms->compress, rt->enc, p, &frame, &len, &err)
+            != APR_SUCCESS) {
+            continue;
+        }
+        ts_machine_post_frame(ms->driver, ms->conn_id, ms->stream_id, frame, len,
+                              shared ? d : NULL);
+        ms->next_keepalive = now + STREAM_KEEPALIVE;
+    }
+    ts_map_delta_unref(d);
+}
+
+/* Under rt->mu: {"KeepAlive":true} to streams idle for about 50-59 s. */
+static void keepalives(ts_tailnet_rt *rt, apr_time_t now)
+{
+    machine_stream *ms;
+
+    for (ms = rt->streams; ms; ms = ms->next) {
+        int c = ms->compress ? 1 : 0;
+        if (!ms->keepalive || now < ms->next_keepalive || !rt->keepalive_frame[c]) continue;
+        ts_machine_post_frame(ms->driver, ms->conn_id, ms->stream_id, rt->keepalive_frame[c],
+                              rt->keepalive_len[c], NULL);
+        ms->next_keepalive = now + STREAM_KEEPALIVE
+                             + apr_time_from_msec(randombytes_uniform(STREAM_KEEPALIVE_JIT));
+    }
+}
+
+/* ---- presence ---- */
+
+void ts_tailnet_publish_online(ts_tailnet_rt *rt, apr_int64_t node_id)
+{
+    apr_pool_t *p;
+    ap_dbd_t *rec;
+    ts_store_t *st;
+    const char *err = NULL;
+
+    apr_pool_create_unmanaged_ex(&p, NULL, NULL);
+    if ((st = ts_dbd_open(p, rt->s, &rec)) != NULL) {
+        if (ts_store_node_set_presence(st, p, node_id, 1, 0, &err) == APR_SUCCESS) {
+            ts_notify_bump();
+        }
+        ts_dbd_close(rt->s, rec);
+    }
+    apr_pool_destroy(p);
+}
+
+/* Nodes whose last stream ended a grace period ago go offline (published once, by whoever
+ * wins the presence slot); ephemeral ones are deleted after their own timeout. */
+static void presence_timers(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p, apr_time_t now)
+{
+    apr_array_header_t *due, *gone;
+    const char *err;
+    int i, changed = 0;
+
+    apr_thread_mutex_lock(rt->mu);
+    due = apr_array_copy(p, rt->offline_due);
+    apr_array_clear(rt->offline_due);
+    apr_thread_mutex_unlock(rt->mu);
+    gone = apr_array_make(p, 4, sizeof(apr_int64_t));
+    for (i = 0; i < due->nelts; i++) {
+        apr_int64_t id = APR_ARRAY_IDX(due, i, apr_int64_t);
+        ts_node_t *n;
+        if (!ts_presence_should_go_offline(rt->index, id, now, rt->offline_grace)) {
+            /* Within the grace period: look again later. Back online or already published
+             * offline by another child: nothing to do. */
+            if (ts_presence_online(rt->index, id) && !ts_presence_streams(rt->index, id)) {
+                APR_ARRAY_PUSH(gone, apr_int64_t) = id;
+            }
+            continue;
+        }
+        if (ts_store_node_set_presence(st, p, id, 0, now, &err) == APR_SUCCESS) changed = 1;
+        if (ts_store_node_get(st, p, id, &n, &err) == APR_SUCCESS && n->ephemeral) {
+            apr_int64_t *e;
+            apr_thread_mutex_lock(rt->mu);
+            e = apr_array_push(rt->ephemeral_due);
+            e[0] = id;
+            e[1] = now + rt->conf->ephemeral_timeout;
+            apr_thread_mutex_unlock(rt->mu);
+        }
+    }
+    apr_thread_mutex_lock(rt->mu);
+    apr_array_cat(rt->offline_due, gone);
+    for (i = 0; i < rt->ephemeral_due->nelts; i++) {
+        apr_int64_t *e = &((apr_int64_t *)rt->ephemeral_due->elts)[2 * i];
+        if (e[1] > now || ts_presence_online(rt->index, e[0])) continue;
+        apr_thread_mutex_unlock(rt->mu);
+        changed |= ts_store_node_delete(st, p, e[0], &err) == APR_SUCCESS;
+        apr_thread_mutex_lock(rt->mu);
+        e[1] = APR_INT64_MAX;   /* done (or failed: not retried until the next start) */
+    }
+    apr_thread_mutex_unlock(rt->mu);
+    if (changed) ts_notify_bump();
+}
+
+/* ---- held registrations ---- */
+
+void ts_tailnet_waiter_add(ts_tailnet_rt *rt, machine_waiter *w)
+{
+    w->next = rt->waiters;
+    rt->waiters = w;
+}
+
+static void waiter_free(machine_waiter *w)
+{
+    ts_mailbox_unref(w->driver->mb);
+    free(w->body);
+    free(w->auth_id);
+    free(w);
+}
+
+/* Re-decides every held registration; answered ones leave the list. */
+static void waiters_recheck(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
+{
+    machine_waiter *list, *w, *keep = NULL;
+    int changed = 0;
+
+    apr_thread_mutex_lock(rt->mu);
+    list = rt->waiters;
+    rt->waiters = NULL;
+    apr_thread_mutex_unlock(rt->mu);
+    while ((w = list) != NULL) {
+        ts_register_result_t res;
+        list = w->next;
+        if (w->gone) {
+            waiter_free(w);
+            continue;
+        }
+        if (ts_register_recheck(st, p, rt->conf, w->machine_key, w->body, w->len, w->auth_id,
+                                &res) == APR_SUCCESS && res.outcome == TS_REGISTER_PENDING) {
+            w->next = keep;
+            keep = w;
+            continue;
+        }
+        changed |= res.changed;
+        ts_machine_post_response(w->driver, w->conn_id, w->stream_id, res.status,
+                                 res.content_type, res.body, res.body ? strlen(res.body) : 0);
+        waiter_free(w);
+    }
+    apr_thread_mutex_lock(rt->mu);
+    while ((w = keep) != NULL) {
+        keep = w->next;
+        ts_tailnet_waiter_add(rt, w);
+    }
+    apr_thread_mutex_unlock(rt->mu);
+    if (changed) ts_notify_bump();
+}
+
+/* ---- the notifier's round ---- */
+
+static void tailnet_round(void *baton, int changed)
+{
+    ts_tailnet_rt *rt = baton;
+    apr_time_t now = apr_time_now();
+    apr_pool_t *p;
+    ap_dbd_t *rec = NULL;
+    ts_store_t *st;
+    int recheck = changed || now >= rt->next_recheck;
+
+    apr_pool_create_unmanaged_ex(&p, NULL, NULL);
+    st = (changed || recheck || rt->offline_due->nelts || rt->ephemeral_due->nelts)
+         ? ts_dbd_open(p, rt->s, &rec) : NULL;
+    if (st && !rt->loaded) load_all(rt, st, p);
+    else if (st && changed) apply_changes(rt, st, p);
+    if (st) presence_timers(rt, st, p, now);
+    if (st && recheck && rt->waiters) waiters_recheck(rt, st, p);
+    if (recheck) rt->next_recheck = now + STREAM_RECHECK;
+    if (rec) ts_dbd_close(rt->s, rec);
+    apr_thread_mutex_lock(rt->mu);
+    if (rt->loaded) fan_out(rt, p, now);
+    keepalives(rt, now);
+    apr_thread_mutex_unlock(rt->mu);
+    apr_pool_destroy(p);
+}
+
+/* ---- streams ---- */
+
+machine_stream *ts_tailnet_stream_add(ts_tailnet_rt *rt, ts_conn_ctx *ctx, int32_t stream_id,
+                                      apr_int64_t node_id, int compress, int keepalive)
+{
+    machine_stream *ms = calloc(1, sizeof(*ms));
+
+    if (!ms) return NULL;
+    ts_mailbox_ref(ctx->driver->mb);
+    ms->driver = ctx->driver;
+    ms->conn_id = ctx->id;
+    ms->stream_id = stream_id;
+    ms->node_id = node_id;
+    ms->compress = compress;
+    ms->keepalive = keepalive;
+    ms->next_keepalive = apr_time_now() + STREAM_KEEPALIVE
+                         + apr_time_from_msec(randombytes_uniform(STREAM_KEEPALIVE_JIT));
+    ms->next = rt->streams;
+    if (ms->next) ms->next->prev = ms;
+    rt->streams = ms;
+    rt->nstreams++;
+    return ms;
+}
+
+void ts_tailnet_stream_closed(ts_conn_ctx *ctx, int32_t stream_id)
+{
+    ts_tailnet_rt *rt = ts_tailnet_of(ctx->s);
+    machine_stream *ms;
+    machine_waiter *w;
+
+    if (!rt) return;
+    apr_thread_mutex_lock(rt->mu);
+    for (ms = rt->streams; ms; ms = ms->next) {
+        if (ms->driver == ctx->driver && ms->conn_id == ctx->id && ms->stream_id == stream_id) {
+            break;
+        }
+    }
+    if (ms) {
+        if (ms->prev) ms->prev->next = ms->next;
+        else rt->streams = ms->next;
+        if (ms->next) ms->next->prev = ms->prev;
+        rt->nstreams--;
+        ts_presence_stream_down(rt->index, ms->node_id, apr_time_now());
+        APR_ARRAY_PUSH(rt->offline_due, apr_int64_t) = ms->node_id;
+    }
+    for (w = rt->waiters; w; w = w->next) {
+        if (w->driver == ctx->driver && w->conn_id == ctx->id && w->stream_id == stream_id) {
+            w->gone = 1;
+        }
+    }
+    apr_thread_mutex_unlock(rt->mu);
+    if (ms) {
+        ts_mailbox_unref(ms->driver->mb);
+        free(ms);
+    }
+}
+
+/* ---- per child ---- */
+
+static void tailnet_keepalive_frames(ts_tailnet_rt *rt)
+{
+    apr_size_t len;
+    const char *json = ts_map_keepalive_json(&len), *err;
+    int c;
+
+    for (c = 0; c < 2; c++) {
+        ts_mapframe_encode(rt->enc, rt->pool, json, len, c, &rt->keepalive_frame[c],
+                           &rt->keepalive_len[c], &err);
+    }
+}
+
+static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int index)
+{
+    ts_server_conf *conf = ts_conf(s);
+    ts_tailnet_rt *rt;
+    apr_pool_t *p;
+    const char *err = NULL;
+
+    apr_pool_create(&p, pchild);
+    rt = apr_pcalloc(p, sizeof(*rt));
+    rt->pool = p;
+    rt->index = index;
+    rt->s = s;
+    rt->conf = conf->tailnet;
+    rt->offline_grace = ts_config_offline_grace(conf);
+    rt->offline_due = apr_array_make(p, 16, sizeof(apr_int64_t));
+    rt->ephemeral_due = apr_array_make(p, 16, 2 * sizeof(apr_int64_t));
+    if (apr_thread_mutex_create(&rt->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
+        || ts_map_create(&rt->map, p) != APR_SUCCESS
+        || ts_mapframe_enc_create(&rt->enc, p, 0) != APR_SUCCESS
+        || ts_map_set_conf(rt->map, rt->conf, p, &err) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(11032)
+                     "TS2021: cannot set up the tailnet of %s: %s", s->server_hostname,
+                     err ? err : "out of memory");
+        return NULL;
+    }
+    if (rt->conf->derp_map_json) {
+        ts_map_set_derpmap(rt->map, rt->conf->derp_map_json, strlen(rt->conf->derp_map_json));
+    }
+    tailnet_keepalive_frames(rt);
+    return rt;
+}
+
+void ts_tailnets_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    ts_notify_child_init(pchild, s);
+    tailnets = apr_array_make(pchild, 2, sizeof(ts_tailnet_rt *));
+    for (; s; s = s->next) {
+        ts_tailnet_rt *rt;
+        if (ts_conf(s)->enabled != 1 || !ts_conf(s)->tailnet || ts_tailnet_of(s)) continue;
+        if (!(rt = tailnet_create(pchild, s, tailnets->nelts))) continue;
+        APR_ARRAY_PUSH(tailnets, ts_tailnet_rt *) = rt;
+        ts_notify_register(s, tailnet_round, rt);
+    }
+}
