@@ -3,6 +3,9 @@
 #include "mod_ts2021.h"
 #include "mod_ts2021_conn.h"
 #include "mod_ts2021_status.h"
+#include "mod_ts2021_machine.h"
+#include "mod_ts2021_notify.h"
+#include "mod_ts2021_presence.h"
 
 #include <http_log.h>
 #include <http_protocol.h>
@@ -37,6 +40,7 @@ static int ts_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (ts_dbd_check_config(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
+    if (ts_tailnet_check_config(ptemp, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     return ts_keys_check_config(pconf, ptemp, s);
 }
 
@@ -52,6 +56,10 @@ static int ts_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     }
     if (ts_keys_post_config(pconf, ptemp, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     ts_status_post_config(pconf, s);
+    if (ts_tailnet_post_config(pconf, ptemp, s) != OK || ts_notify_post_config(s) != OK
+        || ts_presence_post_config(s) != OK) {
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     return ts_dbd_post_config(pconf, s);
 }
 
@@ -61,6 +69,8 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
     ts_status_child_init(pchild);
     ts_dbd_child_init(pchild, s);
     ts_loop_child_init(pchild, s);
+    ts_tailnets_child_init(pchild, s);
+    ts_notify_start(pchild, s);
 }
 
 static void ts_child_stopping(apr_pool_t *pchild, int graceful)

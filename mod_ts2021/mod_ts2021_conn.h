@@ -54,6 +54,8 @@ typedef struct ts_conn_ctx {
 /* mod_ts2021_router.c: request dispatch inside the Noise connection. */
 void ts_router_env(ts_conn_env_t *env, ts_conn_ctx *ctx);
 void ts_router_child_init(apr_pool_t *pchild, server_rec *s);
+/* Runs fn(arg) on the child's worker pool. */
+apr_status_t ts_router_submit(void *(APR_THREAD_FUNC *fn)(apr_thread_t *, void *), void *arg);
 /* Stops the worker pool (waits for running tasks). */
 void ts_router_child_exit(void);
 

@@ -74,6 +74,8 @@ void ts_tailnet_waiter_add(ts_tailnet_rt *rt, machine_waiter *w);
  * does not read (its queue is full), so that it reconnects and gets a full map. */
 void ts_machine_post_frame(ts_driver_t *d, uint64_t conn_id, int32_t stream_id,
                            const uint8_t *frame, size_t len, ts_map_delta_t *hold);
+/* Posted to a connection's owner: the head of a never-ending 200 response. */
+void ts_machine_post_stream_start(ts_driver_t *d, uint64_t conn_id, int32_t stream_id);
 /* Posted to a connection's owner: a complete response (body copied). */
 void ts_machine_post_response(ts_driver_t *d, uint64_t conn_id, int32_t stream_id, int status,
                               const char *content_type, const char *body, size_t len);

@@ -3,6 +3,7 @@
 #include "mod_ts2021.h"
 #include "mod_ts2021_conn.h"
 #include "mod_ts2021_dbd.h"
+#include "mod_ts2021_machine.h"
 
 #include <http_log.h>
 #include <apr_strings.h>
@@ -200,6 +201,7 @@ static void router_dispatch(void *baton, const ts_conn_request_t *req)
         route_whoami(req);
         return;
     }
+    if (ts_machine_dispatch(ctx, req)) return;
     if (conf->test_endpoints == 1 && !strncmp(path, ROUTER_TEST_PREFIX, strlen(ROUTER_TEST_PREFIX))) {
         path += strlen(ROUTER_TEST_PREFIX);
         if (!strcmp(path, "echo") && !strcmp(req->method, "POST")) {
@@ -218,11 +220,24 @@ static void router_dispatch(void *baton, const ts_conn_request_t *req)
     route_respond_text(req, 404, "not found\n");
 }
 
+static void router_stream_closed(void *baton, ts_conn_t *conn, int32_t stream_id)
+{
+    (void)conn;
+    ts_tailnet_stream_closed(baton, stream_id);
+}
+
 void ts_router_env(ts_conn_env_t *env, ts_conn_ctx *ctx)
 {
     memset(env, 0, sizeof(*env));
     env->dispatch = router_dispatch;
+    env->stream_closed = router_stream_closed;
     env->baton = ctx;
+}
+
+apr_status_t ts_router_submit(void *(APR_THREAD_FUNC *fn)(apr_thread_t *, void *), void *arg)
+{
+    if (!router_pool) return APR_EGENERAL;
+    return apr_thread_pool_push(router_pool, fn, arg, 0, NULL);
 }
 
 void ts_router_child_init(apr_pool_t *pchild, server_rec *s)

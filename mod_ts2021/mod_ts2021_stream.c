@@ -38,7 +38,7 @@ ts_tailnet_rt *ts_tailnet_of(server_rec *s)
 
 typedef struct machine_item {
     int32_t stream_id;
-    int kind;                       /* 0 frame, 1 response */
+    int kind;                       /* 0 frame, 1 response, 2 stream head */
     int status;
     const char *content_type;
     const uint8_t *data;
@@ -64,6 +64,9 @@ static void item_run(void *owner_ctx, uint64_t conn_id, void *arg)
         if (it->kind == 1) {
             ts_conn_respond(conn, it->stream_id, it->status, it->content_type, it->data,
                             it->len);
+        }
+        else if (it->kind == 2) {
+            ts_conn_stream_start(conn, it->stream_id, 200, "application/octet-stream");
         }
         else if (ts_conn_stream_write(conn, it->stream_id, it->data, it->len) == APR_ENOSPC) {
             /* The client stopped reading: end the stream; it comes back for a full map. */
@@ -101,6 +104,16 @@ void ts_machine_post_frame(ts_driver_t *d, uint64_t conn_id, int32_t stream_id,
         it->data = it->own;
     }
     it->len = len;
+    post_item(d, conn_id, it);
+}
+
+void ts_machine_post_stream_start(ts_driver_t *d, uint64_t conn_id, int32_t stream_id)
+{
+    machine_item *it = calloc(1, sizeof(*it));
+
+    if (!it) return;
+    it->kind = 2;
+    it->stream_id = stream_id;
     post_item(d, conn_id, it);
 }
 
