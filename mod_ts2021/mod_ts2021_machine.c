@@ -398,6 +398,11 @@ int ts_machine_dispatch(ts_conn_ctx *ctx, const ts_conn_request_t *req)
         machine_text(req, 405, "use POST\n");
         return 1;
     }
+    /* Clients often send no type (spec 6.1); anything but JSON is a mistake. */
+    if (req->content_type && strncasecmp(req->content_type, "application/json", 16)) {
+        machine_text(req, 415, "the body must be JSON (application/json)\n");
+        return 1;
+    }
     if (!(rt = ts_tailnet_of(ctx->s))) {
         machine_text(req, 503, "tailnet not available in this process\n");
         return 1;
