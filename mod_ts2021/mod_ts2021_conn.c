@@ -1,5 +1,5 @@
-/* mod_ts2021_conn.c: POST /ts2021: validates the upgrade, runs the Noise responder,
- * sends the 101 and message 2, and takes the connection over from HTTP/1. */
+/* mod_ts2021_conn.c: /ts2021, native (POST) and WebSocket (GET): validates the upgrade, runs the
+ * Noise responder, sends the 101 and message 2, and takes the connection over from HTTP/1. */
 #include "mod_ts2021.h"
 #include "mod_ts2021_conn.h"
 
@@ -17,11 +17,14 @@
 #include <apr_portable.h>
 
 #include "ts_frame.h"
+#include "ts_util.h"
+#include "ts_ws.h"
 
 APLOG_USE_MODULE(ts2021);
 
 #define TS_UPGRADE_TOKEN "tailscale-control-protocol"
 #define TS_HANDSHAKE_HEADER "X-Tailscale-Handshake"
+#define TS_WS_UPGRADE_TOKEN "websocket"
 
 static int conn_refuse(request_rec *r, int status, const char *reason)
 {
@@ -34,29 +37,58 @@ static int conn_refuse(request_rec *r, int status, const char *reason)
     return OK;
 }
 
+static int conn_has_body(request_rec *r)
+{
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+
+    return apr_table_get(r->headers_in, "Transfer-Encoding") || (cl && strcmp(cl, "0"));
+}
+
+/* RFC 6455 4.2.1 checks of the WebSocket variant (spec 2.6); what the spec settles after the
+ * handshake (subprotocol, query parameter) is left to conn_ws_handler. NULL when fine. */
+static const char *conn_ws_check_request(request_rec *r, int *status)
+{
+    const char *connection = apr_table_get(r->headers_in, "Connection");
+    const char *version = apr_table_get(r->headers_in, "Sec-WebSocket-Version");
+    const char *key = apr_table_get(r->headers_in, "Sec-WebSocket-Key");
+
+    if (r->method_number != M_GET) {
+        *status = HTTP_METHOD_NOT_ALLOWED;
+        apr_table_setn(r->err_headers_out, "Allow", "GET");
+        return "the WebSocket upgrade is a GET";
+    }
+    if (!connection || !ap_find_token(r->pool, connection, "upgrade")) {
+        return "WebSocket upgrade without Connection: Upgrade";
+    }
+    if (!version || strcmp(version, "13")) {
+        *status = HTTP_UPGRADE_REQUIRED;
+        apr_table_setn(r->err_headers_out, "Upgrade", TS_WS_UPGRADE_TOKEN);
+        apr_table_setn(r->err_headers_out, "Sec-WebSocket-Version", "13");
+        return "unsupported WebSocket version (13 only)";
+    }
+    if (!key || !*key) return "missing Sec-WebSocket-Key";
+    if (!ts_ws_key_valid(key)) return "invalid Sec-WebSocket-Key";
+    if (conn_has_body(r)) return "request body not allowed on the upgrade";
+    return NULL;
+}
+
 /* Header checks of transport spec 2.2, in the reference order; NULL when fine. */
 static const char *conn_check_request(request_rec *r, int *status)
 {
     const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
-    const char *cl = apr_table_get(r->headers_in, "Content-Length");
     const char *hs;
 
     *status = HTTP_BAD_REQUEST;
     if (r->connection->master) return "make request over HTTP/1";
     if (r->proto_num < HTTP_VERSION(1, 1)) return "upgrade needs HTTP/1.1";
     if (!upgrade || !*upgrade) return "missing next protocol";
-    if (!strcasecmp(upgrade, "websocket")) {
-        *status = HTTP_NOT_IMPLEMENTED;
-        return "WebSocket transport not offered by this server";
-    }
+    if (!strcasecmp(upgrade, TS_WS_UPGRADE_TOKEN)) return conn_ws_check_request(r, status);
     if (strcasecmp(upgrade, TS_UPGRADE_TOKEN)) return "unknown next protocol";
     if (r->method_number != M_POST) {
         *status = HTTP_METHOD_NOT_ALLOWED;
         return "the control protocol upgrade is a POST";
     }
-    if (apr_table_get(r->headers_in, "Transfer-Encoding") || (cl && strcmp(cl, "0"))) {
-        return "request body not allowed on the upgrade";
-    }
+    if (conn_has_body(r)) return "request body not allowed on the upgrade";
     hs = apr_table_get(r->headers_in, TS_HANDSHAKE_HEADER);
     if (!hs || !*hs) {
         return "missing Tailscale handshake header";
@@ -65,11 +97,8 @@ static const char *conn_check_request(request_rec *r, int *status)
 }
 
 /* Standard base64 with padding, strictly (sodium rejects any other alphabet). */
-static int conn_decode_handshake(request_rec *r, uint8_t *msg1, size_t *len)
+static int conn_decode_b64(const char *b64, size_t n, uint8_t *msg1, size_t *len)
 {
-    const char *b64 = apr_table_get(r->headers_in, TS_HANDSHAKE_HEADER);
-    size_t n = strlen(b64);
-
     if (n > 2 * TS_NOISE_MSG1_LEN) return -1;
     if (sodium_base642bin(msg1, TS_NOISE_MSG1_LEN + 8, b64, n, NULL, len, NULL,
                           sodium_base64_VARIANT_ORIGINAL) != 0) {
@@ -78,17 +107,20 @@ static int conn_decode_handshake(request_rec *r, uint8_t *msg1, size_t *len)
     return 0;
 }
 
-/* 101, then message 2 (and the early payload) in one flushed brigade. */
-static apr_status_t conn_send_101(request_rec *r, const uint8_t *out, size_t len)
+static int conn_decode_handshake(request_rec *r, uint8_t *msg1, size_t *len)
+{
+    const char *b64 = apr_table_get(r->headers_in, TS_HANDSHAKE_HEADER);
+
+    return conn_decode_b64(b64, strlen(b64), msg1, len);
+}
+
+/* Sends the 101 with the headers already in r->headers_out; the connection is ours after. */
+static void conn_switch(request_rec *r)
 {
     conn_rec *c = r->connection;
-    apr_bucket_brigade *bb;
 
     r->status = HTTP_SWITCHING_PROTOCOLS;
     r->status_line = "101 Switching Protocols";
-    apr_table_clear(r->headers_out);
-    apr_table_setn(r->headers_out, "Upgrade", TS_UPGRADE_TOKEN);
-    apr_table_setn(r->headers_out, "Connection", "upgrade");
     ap_send_interim_response(r, 1);
 
     /* From here on the bytes on this connection are ours, not HTTP/1's. */
@@ -96,12 +128,28 @@ static apr_status_t conn_send_101(request_rec *r, const uint8_t *out, size_t len
     c->keepalive = AP_CONN_CLOSE;
     r->output_filters = r->proto_output_filters = c->output_filters;
     r->input_filters = r->proto_input_filters = c->input_filters;
+}
 
-    bb = apr_brigade_create(r->pool, c->bucket_alloc);
+/* Bytes after the 101, flushed. */
+static apr_status_t conn_write(request_rec *r, const uint8_t *out, size_t len)
+{
+    conn_rec *c = r->connection;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create((const char *)out, len,
                                                              c->bucket_alloc));
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
     return ap_pass_brigade(c->output_filters, bb);
+}
+
+/* 101, then message 2 (and the early payload) in one flushed brigade. */
+static apr_status_t conn_send_101(request_rec *r, const uint8_t *out, size_t len)
+{
+    apr_table_clear(r->headers_out);
+    apr_table_setn(r->headers_out, "Upgrade", TS_UPGRADE_TOKEN);
+    apr_table_setn(r->headers_out, "Connection", "upgrade");
+    conn_switch(r);
+    return conn_write(r, out, len);
 }
 
 /* Framing errors get the reference's error frame after the 101 (clients print its
@@ -119,6 +167,163 @@ static int conn_send_error_frame(request_rec *r, const char *text)
     return DONE;
 }
 
+/* ---- the WebSocket variant (transport spec 2.6) ---- */
+
+/* Exact match of one token in a comma-separated list (subprotocol names are case-sensitive). */
+static int conn_ws_offers(const char *list, const char *token)
+{
+    size_t n = strlen(token);
+
+    while (list && *list) {
+        const char *end = strchr(list, ',');
+        size_t len = end ? (size_t)(end - list) : strlen(list);
+
+        while (len && (*list == ' ' || *list == '\t')) list++, len--;
+        while (len && (list[len - 1] == ' ' || list[len - 1] == '\t')) len--;
+        if (len == n && !memcmp(list, token, n)) return 1;
+        list = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* application/x-www-form-urlencoded: '+' is a space, %XX a byte; NULL on a bad escape. */
+static char *conn_form_decode(apr_pool_t *p, const char *s, size_t n, size_t *outlen)
+{
+    char *out = apr_palloc(p, n + 1);
+    size_t i, o = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            uint8_t b;
+
+            if (n - i < 3 || ts_hex_decode(&b, 1, s + i + 1, 2) != 0) return NULL;
+            out[o++] = (char)b;
+            i += 2;
+        }
+        else out[o++] = s[i] == '+' ? ' ' : s[i];
+    }
+    out[o] = 0;
+    *outlen = o;
+    return out;
+}
+
+/* Message 1 from the query; NULL, or the reason for the 1008 close (texts as the reference). */
+static const char *conn_ws_handshake(request_rec *r, uint8_t *msg1, size_t *len)
+{
+    const char *q = r->args, *name = TS_HANDSHAKE_HEADER;
+
+    while (q && *q) {
+        const char *end = strchr(q, '&'), *eq;
+        size_t seg = end ? (size_t)(end - q) : strlen(q), raw, klen, vlen;
+        char *key, *val;
+
+        eq = memchr(q, '=', seg);
+        raw = eq ? (size_t)(eq - q) : seg;
+        key = conn_form_decode(r->pool, q, raw, &klen);
+        val = conn_form_decode(r->pool, eq ? eq + 1 : "", eq ? seg - raw - 1 : 0, &vlen);
+        if (!key || !val) return "Could not parse parameters";
+        if (!strcmp(key, name)) {
+            if (vlen == 0) break;
+            if (conn_decode_b64(val, vlen, msg1, len) != 0) {
+                return "invalid tailscale handshake parameter";
+            }
+            return NULL;
+        }
+        q = end ? end + 1 : NULL;
+    }
+    return "missing Tailscale handshake parameter";
+}
+
+/* Ends the WebSocket after its 101 with a close frame (the client can read its reason). */
+static int conn_ws_close(request_rec *r, uint16_t code, const char *reason)
+{
+    uint8_t frame[TS_WS_CONTROL_FRAME_MAX];
+    size_t n = ts_ws_close_build(frame, sizeof(frame), code, reason);
+
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(10944)
+                  "TS2021 WebSocket upgrade from %s refused: %s", r->useragent_ip, reason);
+    conn_write(r, frame, n);
+    return DONE;
+}
+
+/* The reference's framing error frame goes in a binary message, then the close. */
+static int conn_ws_error_frame(request_rec *r, const char *text)
+{
+    uint8_t ef[TS_FRAME_HDR_LEN + TS_FRAME_ERROR_TEXT_MAX];
+    uint8_t msg[TS_WS_SERVER_HDR_MAX + sizeof(ef)];
+    size_t n, h;
+
+    if (ts_frame_error_build(ef, sizeof(ef), text, &n) == APR_SUCCESS) {
+        h = ts_ws_header_build(msg, TS_WS_OP_BINARY, n);
+        memcpy(msg + h, ef, n);
+        conn_write(r, msg, h + n);
+    }
+    return conn_ws_close(r, TS_WS_CLOSE_POLICY, text);
+}
+
+/* 101 with the accept key, and the subprotocol when the client offered it. */
+static void conn_ws_switch(request_rec *r, int proto)
+{
+    char accept[TS_WS_ACCEPT_LEN + 1];
+
+    ts_ws_accept(accept, apr_table_get(r->headers_in, "Sec-WebSocket-Key"));
+    apr_table_clear(r->headers_out);
+    apr_table_setn(r->headers_out, "Upgrade", TS_WS_UPGRADE_TOKEN);
+    apr_table_setn(r->headers_out, "Connection", "Upgrade");
+    apr_table_set(r->headers_out, "Sec-WebSocket-Accept", accept);
+    if (proto) apr_table_setn(r->headers_out, "Sec-WebSocket-Protocol", TS_UPGRADE_TOKEN);
+    conn_switch(r);
+}
+
+/* After the HTTP checks: 101, then what the reference settles inside the WebSocket, the Noise
+ * responder, message 2 alone in one binary message (never the early payload), takeover. */
+static int conn_ws_handler(request_rec *r, ts_server_conf *conf)
+{
+    uint8_t msg1[TS_NOISE_MSG1_LEN + 8], out[TS_WS_SERVER_HDR_MAX + TS_NOISE_MSG2_LEN];
+    int proto = conn_ws_offers(apr_table_get(r->headers_in, "Sec-WebSocket-Protocol"),
+                               TS_UPGRADE_TOKEN);
+    ts_noise_session_t ns;
+    const char *reason, *err = NULL;
+    size_t len = 0, h = ts_ws_header_len(TS_NOISE_MSG2_LEN);
+    int min, rc;
+    apr_status_t rv;
+
+    conn_ws_switch(r, proto);
+    if (!proto) {
+        return conn_ws_close(r, TS_WS_CLOSE_POLICY, "client must speak the control subprotocol");
+    }
+    if ((reason = conn_ws_handshake(r, msg1, &len)) != NULL) {
+        return conn_ws_close(r, TS_WS_CLOSE_POLICY, reason);
+    }
+    rv = ts_noise_respond(conf->keys->noise_priv, msg1, len, NULL, out + h, &ns, &err);
+    sodium_memzero(msg1, sizeof(msg1));
+    if (rv == APR_EINVAL) return conn_ws_error_frame(r, err);
+    if (rv != APR_SUCCESS) {
+        return conn_ws_close(r, TS_WS_CLOSE_POLICY, "Noise handshake failed (wrong server key?)");
+    }
+    min = conf->min_capver != TS_UNSET ? conf->min_capver : TS_DEFAULT_MIN_CAPVER;
+    if (ns.version < min) {
+        reason = apr_psprintf(r->pool, "unsupported client version %d (minimum %d)",
+                              ns.version, min);
+        ts_noise_session_wipe(&ns);
+        return conn_ws_close(r, TS_WS_CLOSE_POLICY, reason);
+    }
+    ts_ws_header_build(out, TS_WS_OP_BINARY, TS_NOISE_MSG2_LEN);
+    if (conn_write(r, out, h + TS_NOISE_MSG2_LEN) != APR_SUCCESS) {
+        ts_noise_session_wipe(&ns);
+        r->connection->aborted = 1;
+        return DONE;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10945)
+                  "TS2021 WebSocket handshake with %s done (client version %d)", r->useragent_ip,
+                  ns.version);
+    /* The drivers create the connection on this thread: it picks up the carrier here. */
+    ts_conn_carrier_websocket(1);
+    rc = ts_conn_takeover(r, &ns);
+    ts_conn_carrier_websocket(0);
+    return rc;
+}
+
 int ts_conn_handler(request_rec *r)
 {
     ts_server_conf *conf = ts_conf(r->server);
@@ -133,6 +338,9 @@ int ts_conn_handler(request_rec *r)
     reason = conn_check_request(r, &status);
     if (reason) return conn_refuse(r, status, reason);
     if (!conf->keys) return conn_refuse(r, HTTP_SERVICE_UNAVAILABLE, "server keys not loaded");
+    if (!strcasecmp(apr_table_get(r->headers_in, "Upgrade"), TS_WS_UPGRADE_TOKEN)) {
+        return conn_ws_handler(r, conf);
+    }
     if (conn_decode_handshake(r, msg1, &len) != 0) {
         return conn_refuse(r, HTTP_BAD_REQUEST, "invalid tailscale handshake header");
     }
