@@ -207,7 +207,8 @@ static char *conn_form_decode(apr_pool_t *p, const char *s, size_t n, size_t *ou
     return out;
 }
 
-/* Message 1 from the query; NULL, or the reason for the 1008 close (texts as the reference). */
+/* Message 1 from the query (first X-Tailscale-Handshake, case-sensitive); NULL, or the reason
+ * for the 1008 close. */
 static const char *conn_ws_handshake(request_rec *r, uint8_t *msg1, size_t *len)
 {
     const char *q = r->args, *name = TS_HANDSHAKE_HEADER;
