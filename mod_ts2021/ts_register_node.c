@@ -1,0 +1,587 @@
+/* ts_register_node.c: the node a registration creates or updates (addresses, name, owner,
+ * expiry), the races it may lose and retry, and approvals of interactive registrations. */
+#include "ts_register_int.h"
+#include "ts_ipalloc.h"
+#include "ts_names.h"
+
+#include <apr_strings.h>
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Racing registrations all want the same next address and name, and each round only one
+ * of them wins: enough attempts for a burst of clients, with jitter to break the lockstep. */
+#define WRITE_ATTEMPTS 32
+
+static ts_register_test_hook_fn test_hook;
+static void *test_hook_baton;
+
+void ts_register_test_hook(ts_register_test_hook_fn fn, void *baton)
+{
+    test_hook = fn;
+    test_hook_baton = baton;
+}
+
+/* ---- owners ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+const char *reg_tags_norm(apr_pool_t *p, const char *tags_json)
+{
+    json_t *j = tags_json ? json_loads(tags_json, 0, NULL) : NULL, *out, *v;
+    const char **tags;
+    size_t i, n = 0;
+    char *s;
+    const char *res = NULL;
+
+    if (!json_is_array(j) || json_array_size(j) == 0) {
+        json_decref(j);
+        return NULL;
+    }
+    tags = apr_palloc(p, sizeof(char *) * json_array_size(j));
+    json_array_foreach(j, i, v) {
+        if (json_is_string(v)) {
+            tags[n++] = apr_pstrdup(p, json_string_value(v));
+        }
+    }
+    qsort(tags, n, sizeof(char *), cmp_str);
+    out = json_array();
+    for (i = 0; i < n; i++) {
+        if (i == 0 || strcmp(tags[i], tags[i - 1]) != 0) {
+            json_array_append_new(out, json_string(tags[i]));
+        }
+    }
+    s = json_array_size(out) ? json_dumps(out, JSON_COMPACT) : NULL;
+    res = s ? apr_pstrdup(p, s) : NULL;
+    free(s);
+    json_decref(out);
+    json_decref(j);
+    return res;
+}
+
+int reg_same_owner(apr_pool_t *p, const ts_node_t *n, const reg_owner_t *o, int exact_tags)
+{
+    const char *have;
+
+    if (o->user_id) {
+        return n->user_id == o->user_id;
+    }
+    if (n->user_id) {
+        return 0;
+    }
+    have = exact_tags ? reg_tags_norm(p, n->tags) : NULL;
+    return !exact_tags || (!have && !o->tags) || (have && o->tags && !strcmp(have, o->tags));
+}
+
+static apr_status_t by_old_key(reg_ctx_t *c, const reg_owner_t *o, int convert_tagged,
+                               ts_node_t **out)
+{
+    ts_node_t *old = NULL;
+    apr_status_t rv = reg_find_node(c, c->req.old_node_key, &old);
+
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (reg_foreign(c, old)) {
+        c->err = "the old node key belongs to another machine";
+        return APR_EACCES;
+    }
+    if (old && (reg_same_owner(c->p, old, o, 0) || (convert_tagged && old->user_id == 0))) {
+        *out = old;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t reg_find_existing(reg_ctx_t *c, ts_node_t *by_key, const reg_owner_t *o,
+                               int convert_tagged, ts_node_t **out)
+{
+    apr_array_header_t *nodes;
+    ts_node_t *tagged = NULL;
+    apr_status_t rv;
+    int i;
+
+    /* the node key is unique: its node is the one, whoever owned it */
+    *out = by_key;
+    if (by_key) {
+        return APR_SUCCESS;
+    }
+    rv = by_old_key(c, o, convert_tagged, out);
+    if (rv != APR_SUCCESS || *out) {
+        return rv;
+    }
+    rv = ts_store_node_list_by_machine_key(c->st, c->p, c->mkey, &nodes, &c->err);
+    for (i = 0; rv == APR_SUCCESS && i < nodes->nelts; i++) {
+        ts_node_t *n = APR_ARRAY_IDX(nodes, i, ts_node_t *);
+        if (reg_same_owner(c->p, n, o, 0)) {
+            *out = n;
+            return APR_SUCCESS;
+        }
+        if (n->user_id == 0 && !tagged) {
+            tagged = n;
+        }
+    }
+    if (rv == APR_SUCCESS && convert_tagged) {
+        *out = tagged;
+    }
+    return rv;
+}
+
+/* ---- node fields ---- */
+
+/* Tagged nodes never expire; else the tailnet default, or the client's wish if sooner. */
+static apr_time_t node_expiry(const reg_ctx_t *c, const reg_owner_t *o)
+{
+    apr_time_t def = c->conf->node_expiry > 0 ? c->now + c->conf->node_expiry : 0;
+    apr_time_t want = (c->req.expiry_set && c->req.expiry > c->now) ? c->req.expiry : 0;
+
+    if (o->tags) {
+        return 0;
+    }
+    return (want && (!def || want < def)) ? want : def;
+}
+
+/* The new Hostinfo, keeping the stored NetInfo when the new one has none (clients send
+ * none at start-up; the map stream fills it in later). */
+static const char *merge_hostinfo(apr_pool_t *p, const char *new_hi, const char *old_hi)
+{
+    json_t *n, *o, *ni;
+    const char *out = new_hi;
+    char *s;
+
+    if (!new_hi || !old_hi) {
+        return new_hi ? new_hi : old_hi;
+    }
+    n = json_loads(new_hi, 0, NULL);
+    o = json_loads(old_hi, 0, NULL);
+    ni = json_is_object(o) ? json_object_get(o, "NetInfo") : NULL;
+    if (json_is_object(n) && ni && !json_is_null(ni)
+        && (!json_object_get(n, "NetInfo") || json_is_null(json_object_get(n, "NetInfo")))) {
+        json_object_set(n, "NetInfo", ni);
+        s = json_dumps(n, JSON_COMPACT);
+        out = (s && strlen(s) <= TS_STORE_BLOB_MAX) ? apr_pstrdup(p, s) : new_hi;
+        free(s);
+    }
+    json_decref(n);
+    json_decref(o);
+    return out;
+}
+
+/* 1 if text is a prefix the store accepts: canonical address, no host bits. */
+static int canonical_prefix(apr_pool_t *p, const char *text)
+{
+    const char *slash = strchr(text, '/');
+    unsigned char b[16];
+    char canon[INET6_ADDRSTRLEN], *end;
+    int af, max, bits, i;
+    const char *addr;
+
+    if (!slash || !slash[1] || (slash[1] == '0' && slash[2])) {
+        return 0;
+    }
+    addr = apr_pstrmemdup(p, text, (apr_size_t)(slash - text));
+    af = strchr(addr, ':') ? AF_INET6 : AF_INET;
+    max = af == AF_INET ? 32 : 128;
+    bits = (int)strtol(slash + 1, &end, 10);
+    if (*end || bits < 0 || bits > max || inet_pton(af, addr, b) != 1
+        || !inet_ntop(af, b, canon, sizeof(canon)) || strcmp(canon, addr) != 0) {
+        return 0;
+    }
+    for (i = bits; i < max; i++) {
+        if (b[i / 8] & (0x80 >> (i % 8))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Hostinfo.RoutableIPs as advertised (not approved) routes; malformed entries skipped. */
+static apr_array_header_t *advertised_routes(apr_pool_t *p, const char *hostinfo)
+{
+    apr_array_header_t *routes = apr_array_make(p, 2, sizeof(ts_route_t));
+    json_t *hi = hostinfo ? json_loads(hostinfo, 0, NULL) : NULL, *v;
+    json_t *ips = json_is_object(hi) ? json_object_get(hi, "RoutableIPs") : NULL;
+    size_t i;
+    int k, dup;
+
+    json_array_foreach(ips, i, v) {
+        const char *s = json_string_value(v);
+        if (!s || !canonical_prefix(p, s)) {
+            continue;
+        }
+        for (k = 0, dup = 0; k < routes->nelts && !dup; k++) {
+            dup = strcmp(APR_ARRAY_IDX(routes, k, ts_route_t).prefix, s) == 0;
+        }
+        if (!dup) {
+            ts_route_t *r = &APR_ARRAY_PUSH(routes, ts_route_t);
+            r->prefix = apr_pstrdup(p, s);
+            r->advertised = 1;
+            r->approved = 0;
+        }
+    }
+    json_decref(hi);
+    return routes;
+}
+
+static void apply_owner(reg_ctx_t *c, ts_node_t *n, const reg_owner_t *o)
+{
+    n->user_id = o->user_id;
+    n->tags = o->tags;
+    n->register_method = o->method;
+    n->ephemeral = o->ephemeral;
+    n->expiry = node_expiry(c, o);
+    if (o->key) {
+        n->auth_key_id = o->key->id;
+    }
+    if (c->req.version > 0) {
+        n->cap_version = c->req.version;
+    }
+}
+
+/* ---- writes ---- */
+
+static apr_status_t create_once(reg_ctx_t *c, ts_ipalloc_t *a, const reg_owner_t *o,
+                                ts_node_t **out)
+{
+    ts_node_t *n = apr_pcalloc(c->p, sizeof(*n));
+    apr_array_header_t *nodes;
+    apr_status_t rv = ts_store_node_list(c->st, c->p, &nodes, &c->err);
+
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    rv = ts_ipalloc_pick(a, c->p, nodes, &n->ipv4, &n->ipv6, &c->err);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    n->machine_key = c->mkey;
+    n->node_key = c->req.node_key;
+    n->host_info = c->req.hostinfo;
+    n->hostname = c->req.hostname;
+    n->given_name = ts_names_unique_in(c->p, ts_names_sanitize(c->p, c->req.hostname), 0,
+                                       nodes);
+    apply_owner(c, n, o);
+    if (test_hook) {
+        test_hook(test_hook_baton, n);
+    }
+    *out = n;
+    return ts_store_node_create(c->st, c->p, n, advertised_routes(c->p, c->req.hostinfo),
+                                &c->err);
+}
+
+static const ts_stmt_def_t SQL_REG_KEY_STATE = {
+    "register_key_state", "pre-auth key",
+    "SELECT reusable, used, revoked, expiration FROM pre_auth_keys WHERE id = %lld", NULL
+};
+static const ts_stmt_def_t SQL_REG_KEY_USE = {
+    "register_key_use", "pre-auth key",
+    "UPDATE pre_auth_keys SET used = 1 WHERE id = %lld AND used = 0", NULL
+};
+/* the store's node update, plus nothing: kept to the columns registration changes */
+static const ts_stmt_def_t SQL_REG_NODE_UPDATE = {
+    "register_node_update", "node",
+    "UPDATE nodes SET node_key = %s, host_info = %s, hostname = %s, given_name = %s, "
+    "user_id = %lld, register_method = %s, tags = %s, auth_key_id = %lld, ephemeral = %d, "
+    "cap_version = %d, expiry = %lld, version = %lld, updated_at = %lld "
+    "WHERE id = %lld AND version = %lld", NULL
+};
+
+/* Checks and uses the key inside the transaction, as node creation does: writers are
+ * serialised by the generation lock, so two registrations cannot both take a one-off key. */
+static apr_status_t use_key_tx(ts_store_tx_t *tx, apr_int64_t key_id)
+{
+    const void *args[] = { &key_id };
+    apr_array_header_t *rows;
+    const char **r;
+    apr_status_t rv = ts_store__tx_select(tx, &SQL_REG_KEY_STATE, args, &rows);
+
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (rows->nelts == 0) {
+        return ts_store__tx_fail(tx, TS_STORE_ENOTFOUND, "pre-auth key %" APR_INT64_T_FMT
+                                 " not found", key_id);
+    }
+    r = TS_ROW(rows, 0);
+    if (ts_store__i64(r[2])) {
+        return ts_store__tx_fail(tx, TS_STORE_ECONFLICT, "pre-auth key is revoked");
+    }
+    if (ts_store__i64(r[3]) && ts_store__i64(r[3]) <= tx->now) {
+        return ts_store__tx_fail(tx, TS_STORE_ECONFLICT, "pre-auth key has expired");
+    }
+    if (ts_store__int(r[1])) {
+        return ts_store__int(r[0]) ? APR_SUCCESS
+            : ts_store__tx_fail(tx, TS_STORE_ECONFLICT, "pre-auth key is already used");
+    }
+    return ts_store__tx_exec(tx, &SQL_REG_KEY_USE, args, NULL);
+}
+
+typedef struct {
+    ts_node_t *n;
+    apr_int64_t key_id;       /* the key this registration presents, 0: none */
+    apr_int64_t version;      /* out */
+    apr_time_t updated_at;    /* out */
+} update_t;
+
+static apr_status_t update_tx(ts_store_tx_t *tx, void *baton)
+{
+    update_t *b = baton;
+    ts_node_t *n = b->n;
+    int eph = n->ephemeral ? 1 : 0, nrows = 0;
+    const void *args[] = { n->node_key, ts_store__nz(n->host_info), ts_store__nz(n->hostname),
+        n->given_name, TS_OPT(n->user_id), ts_store__nz(n->register_method),
+        ts_store__nz(n->tags), TS_OPT(n->auth_key_id), &eph, &n->cap_version,
+        TS_OPT(n->expiry), &tx->generation, &tx->now, &n->id, &n->version };
+    apr_status_t rv = ts_store__tx_user_exists(tx, "node", n->user_id);
+
+    if (rv == APR_SUCCESS && b->key_id) {
+        rv = use_key_tx(tx, b->key_id);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = ts_store__tx_exec(tx, &SQL_REG_NODE_UPDATE, args, &nrows);
+    }
+    if (rv == APR_SUCCESS && nrows == 0) {
+        rv = ts_store__tx_fail(tx, TS_STORE_ECONFLICT, "changed by someone else");
+    }
+    if (rv == APR_SUCCESS) {
+        rv = ts_store__tx_change(tx, TS_CHANGE_NODE_UPDATED, n->id, n->user_id, NULL);
+    }
+    b->version = tx->generation;
+    b->updated_at = tx->now;
+    return rv;
+}
+
+static apr_status_t update_once(reg_ctx_t *c, const ts_node_t *existing, const reg_owner_t *o,
+                                ts_node_t **out)
+{
+    ts_node_t *n = apr_pmemdup(c->p, existing, sizeof(*n));
+    update_t b;
+    apr_status_t rv;
+
+    n->node_key = c->req.node_key;
+    n->host_info = merge_hostinfo(c->p, c->req.hostinfo, existing->host_info);
+    if (c->req.hostname && (!existing->hostname
+                            || strcmp(c->req.hostname, existing->hostname) != 0)) {
+        /* an admin's rename sticks; a name derived from the old hostname follows the new */
+        if (ts_names_is_derived(c->p, existing->given_name, existing->hostname)) {
+            rv = ts_names_unique(c->st, c->p, ts_names_sanitize(c->p, c->req.hostname),
+                                 existing->id, &n->given_name, &c->err);
+            if (rv != APR_SUCCESS) {
+                return rv;
+            }
+        }
+        n->hostname = c->req.hostname;
+    }
+    apply_owner(c, n, o);
+    *out = n;
+    memset(&b, 0, sizeof(b));
+    b.n = n;
+    b.key_id = o->key ? o->key->id : 0;
+    rv = ts_store__write(c->st, c->p, apr_psprintf(c->p, "registering node %" APR_INT64_T_FMT,
+                                                   n->id), update_tx, &b, &c->err);
+    if (rv == APR_SUCCESS) {
+        n->version = b.version;
+        n->updated_at = b.updated_at;
+    }
+    return rv;
+}
+
+/* After a lost race: 1 if trying again can succeed (and prepares it). */
+static int retry_after(reg_ctx_t *c, ts_ipalloc_t *a, const ts_node_t *tried,
+                       ts_node_t **existing)
+{
+    const char *e = c->err ? c->err : "";
+
+    if (strstr(e, "node ipv4 already exists") && tried && tried->ipv4) {
+        ts_ipalloc_exclude(a, tried->ipv4);
+        return 1;
+    }
+    if (strstr(e, "node ipv6 already exists") && tried && tried->ipv6) {
+        ts_ipalloc_exclude(a, tried->ipv6);
+        return 1;
+    }
+    if (strstr(e, "node given_name already exists")) {
+        return 1;           /* the next attempt reads the names again */
+    }
+    if (*existing && strstr(e, "changed by someone else")) {
+        ts_node_t *fresh = NULL;
+        if (ts_store_node_get(c->st, c->p, (*existing)->id, &fresh, &c->err) == APR_SUCCESS) {
+            *existing = fresh;
+            return 1;
+        }
+        c->redo = 1;        /* deleted meanwhile */
+        return 0;
+    }
+    if (strstr(e, "node node_key already exists")) {
+        c->redo = 1;        /* the same client registered twice at once: see what won */
+    }
+    return 0;
+}
+
+apr_status_t reg_node_write(reg_ctx_t *c, ts_node_t *existing, const reg_owner_t *o,
+                            ts_node_t **out)
+{
+    ts_ipalloc_t *a = NULL;
+    ts_node_t *tried = NULL;
+    apr_status_t rv;
+    int attempt;
+
+    if (!existing && (rv = ts_ipalloc_create(&a, c->p, c->conf, &c->err)) != APR_SUCCESS) {
+        return rv;
+    }
+    for (attempt = 0; attempt < WRITE_ATTEMPTS; attempt++) {
+        tried = NULL;
+        rv = existing ? update_once(c, existing, o, &tried) : create_once(c, a, o, &tried);
+        if (rv == APR_SUCCESS) {
+            *out = tried;
+            return rv;
+        }
+        if (rv != TS_STORE_ECONFLICT || !retry_after(c, a, tried, &existing)) {
+            return rv;
+        }
+        apr_sleep((apr_interval_time_t)randombytes_uniform(2000u + 1000u * (unsigned)attempt));
+        c->now = apr_time_now();
+    }
+    return rv;
+}
+
+/* ---- approvals (spec 5.13) ---- */
+
+static const char *hostinfo_hostname(apr_pool_t *p, const char *hostinfo)
+{
+    json_t *hi = hostinfo ? json_loads(hostinfo, 0, NULL) : NULL;
+    json_t *v = json_is_object(hi) ? json_object_get(hi, "Hostname") : NULL;
+    const char *out = NULL;
+
+    if (json_is_string(v) && *json_string_value(v)) {
+        out = reg_utf8_cut(p, apr_pstrdup(p, json_string_value(v)), REG_HOSTNAME_MAX);
+    }
+    json_decref(hi);
+    return out;
+}
+
+/* The registration's request, as if the client were asking now. */
+static void ctx_from_registration(reg_ctx_t *c, const ts_registration_t *r)
+{
+    c->mkey = r->machine_key;
+    c->req.node_key = r->node_key;
+    c->req.old_node_key = r->old_node_key;
+    c->req.hostinfo = r->hostinfo;
+    c->req.hostname = hostinfo_hostname(c->p, r->hostinfo);
+    c->req.expiry = r->req_expiry;
+    c->req.expiry_set = r->req_expiry != 0;
+    c->req.ephemeral = r->ephemeral;
+}
+
+static apr_status_t approve_once(reg_ctx_t *c, apr_int64_t user_id, ts_node_t **out)
+{
+    ts_node_t *by_key = NULL, *existing = NULL;
+    reg_owner_t o;
+    apr_status_t rv = reg_find_node(c, c->req.node_key, &by_key);
+
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if (reg_foreign(c, by_key)) {
+        c->err = apr_psprintf(c->p, "node key %s is registered to another machine",
+                              c->req.node_key);
+        return APR_EACCES;
+    }
+    memset(&o, 0, sizeof(o));
+    o.user_id = user_id;
+    o.method = "cli";
+    o.ephemeral = c->req.ephemeral;
+    rv = reg_find_existing(c, by_key, &o, 1, &existing);
+    if (rv == APR_SUCCESS) {
+        rv = reg_node_write(c, existing, &o, out);
+    }
+    return rv;
+}
+
+/* The registration, still pending and not lapsed. */
+static apr_status_t approvable(reg_ctx_t *c, const char *auth_id, ts_registration_t **r)
+{
+    static const char *const states[] = { "pending", "approved", "rejected" };
+    apr_status_t rv = ts_store_registration_get(c->st, c->p, auth_id, r, &c->err);
+
+    if (rv == TS_STORE_ENOTFOUND) {
+        c->err = apr_psprintf(c->p, "no registration '%s' (wrong id, or it lapsed and was "
+                              "cleaned up)", auth_id ? auth_id : "");
+    }
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    if ((*r)->state != TS_REG_PENDING) {
+        c->err = apr_psprintf(c->p, "registration '%s' is already %s", auth_id,
+                              states[(*r)->state]);
+        return TS_STORE_ECONFLICT;
+    }
+    if ((*r)->expires_at <= c->now) {
+        c->err = apr_psprintf(c->p, "registration '%s' has expired: the client will show a "
+                              "new URL", auth_id);
+        return TS_STORE_ECONFLICT;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t ts_register_approve(ts_store_t *st, apr_pool_t *p, const ts_tailnet_conf_t *conf,
+                                 const char *auth_id, apr_int64_t user_id,
+                                 apr_int64_t *node_id, const char **err)
+{
+    ts_register_result_t res;
+    ts_registration_t *r = NULL;
+    ts_user_t *u = NULL;
+    ts_node_t *n = NULL;
+    reg_ctx_t c;
+    apr_status_t rv;
+    int attempt;
+
+    memset(&c, 0, sizeof(c));
+    memset(&res, 0, sizeof(res));
+    c.st = st;
+    c.p = p;
+    c.conf = conf;
+    c.res = &res;
+    c.now = apr_time_now();
+    *node_id = 0;
+    rv = approvable(&c, auth_id, &r);
+    if (rv == APR_SUCCESS) {
+        rv = ts_store_user_get(st, p, user_id, &u, &c.err);
+        if (rv == TS_STORE_ENOTFOUND) {
+            c.err = apr_psprintf(p, "user %" APR_INT64_T_FMT " not found", user_id);
+        }
+    }
+    if (rv == APR_SUCCESS) {
+        ctx_from_registration(&c, r);
+        for (attempt = 0, c.redo = 1; attempt < 3 && c.redo; attempt++) {
+            c.redo = 0;
+            rv = approve_once(&c, user_id, &n);
+        }
+    }
+    if (rv != APR_SUCCESS) {
+        *err = c.err ? c.err : "approval failed";
+        return rv;
+    }
+    *node_id = n->id;
+    /* wakes the waiter; the node exists whatever happens here, and a client asking again
+     * finds it by its node key, so losing this entry to the sweeper costs nothing */
+    rv = ts_store_registration_resolve(st, p, auth_id, TS_REG_APPROVED, n->id, user_id, NULL,
+                                       &c.err);
+    if (rv != APR_SUCCESS && rv != TS_STORE_ENOTFOUND && rv != TS_STORE_ECONFLICT) {
+        *err = c.err;
+        return rv;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t ts_register_reject(ts_store_t *st, apr_pool_t *p, const char *auth_id,
+                                const char *reason, const char **err)
+{
+    return ts_store_registration_resolve(st, p, auth_id, TS_REG_REJECTED, 0, 0,
+                                         (reason && *reason) ? reason
+                                         : "registration rejected by an administrator", err);
+}
