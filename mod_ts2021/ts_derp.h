@@ -47,7 +47,8 @@ apr_status_t ts_derp_load_file(apr_pool_t *p, const char *path, json_t **map,
                                const char **err);
 /* Merges maps[0..n) (NULL entries skipped) into a new map: the union of their regions, a later
  * map's region replacing an earlier one with the same ID; other top-level keys (HomeParams…)
- * from the last map that has them. APR_ENOENT when the result has no region. */
+ * from the last map that has them. Region objects are shared with the inputs (references),
+ * so treat every map as immutable. APR_ENOENT when the result has no region. */
 apr_status_t ts_derp_merge(apr_pool_t *p, json_t *const *maps, int n, json_t **out,
                            const char **err);
 /* Compact JSON text of a map (from p), for ts_map_set_derpmap. */

@@ -150,7 +150,7 @@ static int replace_text(char **slot, size_t *slot_len, const char *text)
     return 1;
 }
 
-/* The host part of server_url, the default MapResponse.Domain. */
+/* The host part of server_url, the default MapResponse.Domain ("[::1]" stays bracketed). */
 static const char *url_host(apr_pool_t *p, const char *url)
 {
     const char *h = url ? strstr(url, "://") : NULL;
@@ -158,8 +158,8 @@ static const char *url_host(apr_pool_t *p, const char *url)
 
     if (!h) return NULL;
     h += 3;
-    n = strcspn(h, ":/");
-    return n ? apr_pstrmemdup(p, h, n) : NULL;
+    n = *h == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/");
+    return n && n <= strlen(h) ? apr_pstrmemdup(p, h, n) : NULL;
 }
 
 static int domain_ok(const char *d)
@@ -318,10 +318,11 @@ static char *profile_json(const ts_user_t *u)
 
 apr_status_t ts_map_user_upsert(ts_map_t *m, const ts_user_t *u)
 {
-    ts_map_user_t *rec = ts_map_find_user(m, u->id);
+    ts_map_user_t *rec;
     char *prof;
 
     if (u->id <= 0 || u->id == TS_MAP_TAGGED_USER_ID) return APR_EINVAL;
+    rec = ts_map_find_user(m, u->id);
     prof = profile_json(u);
     if (!rec) {
         int pos = find_user_pos(m->users, m->nusers, u->id);

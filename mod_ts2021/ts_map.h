@@ -92,7 +92,9 @@ apr_status_t ts_map_peer_json(ts_map_t *m, apr_int64_t id, apr_time_t now,
 /* The full MapResponse for viewer (control API 2.5): Node, DERPMap, Peers (by ID; omitted when
  * none), DNSConfig, Domain, CollectServices false, PacketFilter allow-all, UserProfiles of self
  * and peers, ControlTime now, Debug.DisableLogTail. NUL-terminated JSON from p.
- * APR_NOTFOUND: no such node; APR_EAGAIN: no DERP map yet. err is a static string. */
+ * APR_NOTFOUND: no such node; APR_EAGAIN: no DERP map yet. err is a static string.
+ * Meant for a stream's first frame: clients ignore an absent or empty Peers, so a full map
+ * sent later on the same stream must add PeersRemoved for peers that went away (7.2). */
 apr_status_t ts_map_full(ts_map_t *m, apr_int64_t viewer, apr_time_t now, apr_pool_t *p,
                          char **json, apr_size_t *len, const char **err);
 
@@ -123,7 +125,8 @@ void ts_map_delta_unref(ts_map_delta_t *d);
 /* Whether viewer gets the shared rendering. */
 int ts_map_delta_is_shared_for(const ts_map_delta_t *d, apr_int64_t viewer);
 /* The MapResponse JSON for viewer: the shared text (owned by the delta) or one built in p.
- * APR_NOTFOUND when this viewer has nothing to receive (its own rendering came out empty). */
+ * APR_NOTFOUND when this viewer has nothing to receive (e.g. the delta only changed other
+ * nodes' own Node, or only this viewer's entry). */
 apr_status_t ts_map_delta_json(const ts_map_delta_t *d, apr_int64_t viewer, apr_pool_t *p,
                                const char **json, apr_size_t *len);
 /* The same as a frame (LE32 + zstd or raw JSON). The shared frames are returned without

@@ -95,7 +95,8 @@ static const char self_caps[] =
 static const ts_map_pfx_t exit4 = { 4, 0, { 0 }, "0.0.0.0/0" };
 static const ts_map_pfx_t exit6 = { 6, 0, { 0 }, "::/0" };
 
-/* Ranges left out of the change hashes: patchable fields (peer view) and NetInfo (both). */
+/* Ranges left out of the change hashes: patchable fields (peer view) and NetInfo (both).
+ * At most one range per patchable field (DERP and HomeDERP share one) plus NetInfo. */
 typedef struct render {
     ts_sb_t b;
     struct { size_t start, end; int netinfo; } skip[TS_PF_COUNT + 1];
@@ -159,7 +160,6 @@ static void free_values(char *pf[TS_PF_COUNT])
     for (i = 0; i < TS_PF_COUNT; i++) free(pf[i]);
 }
 
-/* ,"Name":value as a patchable field: remembered so the base hash can skip it. */
 static void skip_begin(render_t *r, int netinfo)
 {
     r->skip[r->nskip].start = r->b.len;
@@ -171,6 +171,7 @@ static void skip_end(render_t *r)
     r->skip[r->nskip++].end = r->b.len;
 }
 
+/* ,"Name":value as a patchable field: remembered so the base hash can skip it. */
 static void put_pf(render_t *r, const char *name, const char *value)
 {
     if (!value) return;
