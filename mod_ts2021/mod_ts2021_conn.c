@@ -286,7 +286,7 @@ static int conn_ws_handler(request_rec *r, ts_server_conf *conf)
     ts_noise_session_t ns;
     const char *reason, *err = NULL;
     size_t len = 0, h = ts_ws_header_len(TS_NOISE_MSG2_LEN);
-    int min, rc;
+    int min;
     apr_status_t rv;
 
     conn_ws_switch(r, proto);
@@ -318,11 +318,7 @@ static int conn_ws_handler(request_rec *r, ts_server_conf *conf)
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10945)
                   "TS2021 WebSocket handshake with %s done (client version %d)", r->useragent_ip,
                   ns.version);
-    /* The drivers create the connection on this thread: it picks up the carrier here. */
-    ts_conn_carrier_websocket(1);
-    rc = ts_conn_takeover(r, &ns);
-    ts_conn_carrier_websocket(0);
-    return rc;
+    return ts_conn_takeover(r, &ns, 1);
 }
 
 int ts_conn_handler(request_rec *r)
@@ -368,7 +364,7 @@ int ts_conn_handler(request_rec *r)
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10942)
                   "TS2021 handshake with %s done (client version %d)", r->useragent_ip,
                   ns.version);
-    return ts_conn_takeover(r, &ns);
+    return ts_conn_takeover(r, &ns, 0);
 }
 
 /* Bytes the client sent after its request that httpd's input filters already hold:
@@ -400,7 +396,8 @@ static apr_status_t conn_drain_buffered(conn_rec *c, apr_pool_t *p, uint8_t **bu
 
 /* Cleartext: a dup of the socket goes to the child's event loop and this worker is
  * free at once; httpd closes its own copy without a shutdown (c->aborted). */
-static int conn_to_loop(request_rec *r, ts_noise_session_t *ns, const uint8_t *buf, size_t len)
+static int conn_to_loop(request_rec *r, ts_noise_session_t *ns, const uint8_t *buf, size_t len,
+                        int websocket)
 {
     conn_rec *c = r->connection;
     apr_socket_t *sock = ap_get_conn_socket(c);
@@ -417,7 +414,7 @@ static int conn_to_loop(request_rec *r, ts_noise_session_t *ns, const uint8_t *b
         close(fd);
         return DECLINED;
     }
-    rv = ts_loop_adopt(r->server, fd, r->useragent_ip, ns, buf, len);
+    rv = ts_loop_adopt(r->server, fd, r->useragent_ip, ns, buf, len, websocket);
     if (rv == APR_EGENERAL) {
         close(fd);
         return DECLINED;          /* no loop here: ns untouched, drive it on this thread */
@@ -432,7 +429,7 @@ static int conn_to_loop(request_rec *r, ts_noise_session_t *ns, const uint8_t *b
     return DONE;
 }
 
-int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns)
+int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns, int websocket)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
@@ -445,8 +442,8 @@ int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns)
         return DONE;
     }
     rc = DECLINED;
-    if (!ap_ssl_conn_is_ssl(r->connection)) rc = conn_to_loop(r, ns, buf, len);
-    if (rc == DECLINED) rc = ts_tls_run(r, ns, buf, len);
+    if (!ap_ssl_conn_is_ssl(r->connection)) rc = conn_to_loop(r, ns, buf, len, websocket);
+    if (rc == DECLINED) rc = ts_tls_run(r, ns, buf, len, websocket);
     free(buf);
     return rc;
 }

@@ -7,26 +7,27 @@
 #include "ts_conn.h"
 #include "ts_mailbox.h"
 
-/* POST /ts2021 (mod_ts2021_conn.c). */
+/* /ts2021: POST with the native upgrade, GET with WebSocket (mod_ts2021_conn.c). */
 int ts_conn_handler(request_rec *r);
 
 /* After the 101: hands the connection to the loop (cleartext) or drives it on this
  * worker thread (TLS). Takes over ns. */
-int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns);
+int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns, int websocket);
 
 /* mod_ts2021_loop.c: one event-loop thread per child. */
 void ts_loop_child_init(apr_pool_t *pchild, server_rec *s);
 void ts_loop_child_stopping(apr_pool_t *pchild, int graceful);
-/* Adopts a dup'ed, non-blocking socket fd and the finished handshake ns (taken over
- * either way); initial holds ciphertext httpd's filters had read already. On failure
- * the caller still owns fd. APR_EGENERAL if no loop runs (or it stops) in this child. */
+/* Adopts a dup'ed, non-blocking socket fd and the finished handshake ns; initial holds
+ * ciphertext httpd's filters had read already; websocket selects that carrier. On failure
+ * the caller still owns fd. APR_EGENERAL if no loop runs (or it stops) in this child: ns is
+ * then untouched; any other failure has consumed it. */
 apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_noise_session_t *ns,
-                           const uint8_t *initial, size_t initial_len);
+                           const uint8_t *initial, size_t initial_len, int websocket);
 
 /* mod_ts2021_tls.c: drives the connection on the request's worker thread, through
  * the connection filters (TLS, or cleartext when no loop runs). Returns at its end. */
 int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
-               size_t initial_len);
+               size_t initial_len, int websocket);
 /* Number of connections the loop holds (for mod_status). */
 int ts_loop_count(void);
 /* 1 while the child is stopping (drivers drain). */

@@ -252,7 +252,7 @@ static void loop_adopt_item(void *owner_ctx, uint64_t id, void *arg)
 }
 
 apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_noise_session_t *ns,
-                           const uint8_t *initial, size_t initial_len)
+                           const uint8_t *initial, size_t initial_len, int websocket)
 {
     ts_loop *loop = the_loop;
     ts_conn_env_t env;
@@ -271,6 +271,7 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
     apr_cpystrn(lc->ip, client_ip, sizeof(lc->ip));
     lc->ctx.client_ip = lc->ip;
     ts_router_env(&env, &lc->ctx);
+    env.websocket = websocket;
     rv = ts_conn_create(&lc->core, ns, &env, &why);
     /* Fed here, on the handler's thread: the loop has not seen this connection yet. */
     if (rv == APR_SUCCESS && initial_len) {
@@ -281,7 +282,8 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
                      "TS2021 connection from %s closed: %s", client_ip, why);
         ts_conn_destroy(lc->core);
         free(lc);
-        return rv;
+        /* ns is consumed: never the "no loop here" status, or the caller would reuse it. */
+        return rv == APR_EGENERAL ? APR_EINVAL : rv;
     }
     lc->last_in = lc->last_out = apr_time_now();
     /* Counted now, so the child knows of it even before the loop picks it up. */

@@ -191,7 +191,7 @@ static const char *tls_loop(tls_conn *tc, apr_pollset_t *ps)
 }
 
 int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
-               size_t initial_len)
+               size_t initial_len, int websocket)
 {
     tls_conn *tc = apr_pcalloc(r->pool, sizeof(*tc));
     apr_pollset_t *ps = NULL;
@@ -210,6 +210,7 @@ int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
     tc->last_in = tc->last_out = apr_time_now();
     apr_socket_timeout_set(ap_get_conn_socket(tc->c), TLS_WRITE_TIMEOUT);
     ts_router_env(&env, &tc->ctx);
+    env.websocket = websocket;
     rv = tls_setup(tc, r, &ps);
     if (rv == APR_SUCCESS) rv = ts_conn_create(&tc->core, ns, &env, &why);
     else ts_noise_session_wipe(ns);

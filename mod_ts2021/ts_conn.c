@@ -33,13 +33,6 @@ struct ts_conn {
     int ws_closed;                  /* our close frame is queued: nothing goes out after it */
 };
 
-/* See ts_conn_carrier_websocket. */
-static __thread int conn_carrier_ws;
-
-void ts_conn_carrier_websocket(int on)
-{
-    conn_carrier_ws = on;
-}
 
 static void conn_on_request(void *ctx, ts_h2_session_t *sess, ts_h2_request_t *req)
 {
@@ -89,7 +82,7 @@ apr_status_t ts_conn_create(ts_conn_t **out, ts_noise_session_t *ns, const ts_co
     conn->version = ns->version;
     ts_noise_session_wipe(ns);
     conn->env = *env;
-    if (env->websocket || conn_carrier_ws) {
+    if (env->websocket) {
         conn->env.websocket = 1;
         if (!(conn->ws = malloc(sizeof(*conn->ws)))) {
             ts_conn_destroy(conn);

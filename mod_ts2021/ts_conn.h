@@ -48,10 +48,6 @@ typedef struct ts_conn_env {
  * answers pings, and ends with a close frame. WebSocket protocol errors queue a close frame
  * (1002, 1003, 1009) and fail the recv: send what is pending, then close. */
 
-/* Makes every ts_conn_create on the calling thread use the WebSocket carrier while set, as if
- * env->websocket were 1. The /ts2021 handler sets it around the takeover: the drivers build
- * env themselves, on the handler's thread, and need not know the carrier. */
-void ts_conn_carrier_websocket(int on);
 
 /* Takes over the session's ciphers (ns is wiped). Message 2 and the early payload were
  * sent already (with ns->tx, so its counter has moved on; on WebSocket, message 2 went in a

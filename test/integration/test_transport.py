@@ -125,7 +125,7 @@ def test_test_endpoints_off_by_default(server_factory):
 BAD_UPGRADES = [
     (dict(upgrade=None), 400, b"missing next protocol"),
     (dict(upgrade="h2c"), 400, b"unknown next protocol"),
-    (dict(upgrade="websocket"), 501, b"WebSocket transport not offered"),
+    (dict(upgrade="websocket"), 405, b"the WebSocket upgrade is a GET"),
     (dict(method="GET"), 405, b"the control protocol upgrade is a POST"),
     (dict(method="PUT"), 405, b"the control protocol upgrade is a POST"),
 ]

@@ -619,7 +619,7 @@ static int cl_close(nghttp2_session *s, int32_t sid, uint32_t code, void *ud)
 }
 
 /* Handshake both ways; the server's half becomes a ts_conn with the WebSocket carrier. */
-static void conn_setup(wsclient_t *c, int use_env_flag)
+static void conn_setup(wsclient_t *c)
 {
     uint8_t s_priv[32], s_pub[32], c_priv[32], c_pub[32], msg1[TS_NOISE_MSG1_LEN];
     uint8_t msg2[TS_NOISE_MSG2_LEN];
@@ -641,10 +641,8 @@ static void conn_setup(wsclient_t *c, int use_env_flag)
     ts_frame_reader_init(&c->reader, &c->ns.rx);
     memset(&env, 0, sizeof(env));
     env.dispatch = conn_dispatch;
-    env.websocket = use_env_flag;
-    if (!use_env_flag) ts_conn_carrier_websocket(1);
+    env.websocket = 1;
     assert_int_equal(ts_conn_create(&the_conn, &server, &env, &err), APR_SUCCESS);
-    ts_conn_carrier_websocket(0);
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_send_callback(cb, cl_send);
     nghttp2_session_callbacks_set_on_header_callback(cb, cl_header);
@@ -770,7 +768,7 @@ static void test_conn_ws_request(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(frags) / sizeof(frags[0]); i++) {
-        conn_setup(c, i % 2);
+        conn_setup(c);
         conn_request(c, frags[i], i % 2);
         assert_true(c->binary_frames >= 1);
         if (i % 2) {
@@ -794,7 +792,7 @@ static void test_conn_ws_client_close(void **state)
     size_t n, total;
 
     (void)state;
-    conn_setup(c, 1);
+    conn_setup(c);
     conn_request(c, 100, 0);
     n = client_frame(wire, 0x88, "\x03\xe8", 2, rfc_mask);
     n += client_frame(wire + n, 0x82, "junk", 4, rfc_mask);
@@ -828,7 +826,7 @@ static void test_conn_ws_protocol_errors(void **state)
 
     (void)state;
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        conn_setup(c, 1);
+        conn_setup(c);
         n = client_frame(wire, cases[i].b0, "text", 4, rfc_mask);
         if (!cases[i].masked) wire[1] &= 0x7f;
         assert_int_equal(ts_conn_recv(the_conn, wire, n, &err), APR_EINVAL);
@@ -841,7 +839,7 @@ static void test_conn_ws_protocol_errors(void **state)
         conn_teardown(c);
     }
     /* An oversize frame header is refused before its payload. */
-    conn_setup(c, 1);
+    conn_setup(c);
     assert_int_equal(ts_conn_recv(the_conn, (const uint8_t *)"\x82\xff\0\0\0\0\0\x10\0\0"
                                   "mask", 14, &err), APR_EINVAL);
     conn_read_server(c, &total);
@@ -859,7 +857,7 @@ static void test_conn_ws_bad_record_kills(void **state)
     size_t n, len;
 
     (void)state;
-    conn_setup(c, 1);
+    conn_setup(c);
     /* A valid WebSocket frame around a record that does not authenticate: the Noise layer
      * is fatal as on the native path, no close frame. */
     n = client_frame(wire, 0x82, "\x04\x00\x10" "0123456789abcdef", 19, rfc_mask);
@@ -878,7 +876,7 @@ static void test_conn_ws_goaway_ends_with_close(void **state)
     int i;
 
     (void)state;
-    conn_setup(c, 1);
+    conn_setup(c);
     conn_request(c, 50, 0);
     ts_conn_goaway(the_conn);
     for (i = 0; i < 5 && !c->closes; i++) {
