@@ -1,0 +1,230 @@
+# test_control.py: the control API against a real Apache on SQLite and MariaDB, with an
+# independent client: nodes register with pre-auth keys and interactively, see each other in
+# their maps, and every change (join, leave, endpoints, presence, ts2021ctl edits, a second
+# Apache on the same database) reaches open streams as deltas.
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import TOP, MYSQL_PARAMS
+from tsclient import client, control
+
+CTL = os.path.join(TOP, "ts2021ctl")
+DERP = os.path.join(TOP, "test", "integration", "data", "derpmap.json")
+TAILNET_CONF = f"""    TS2021DERPMapFile {DERP}
+    TS2021BaseDomain tail.example.test
+    TS2021OfflineGrace 1
+"""
+
+
+def tailnet_server(server_factory, tmp_path, extra="", **kw):
+    conf = tmp_path / f"tailnet{len(os.listdir(tmp_path))}.conf"
+    conf.write_text(TAILNET_CONF + extra)
+    return server_factory(extra_args=["--extra-conf", str(conf)], **kw)
+
+
+def ctl(server, *args, check=True):
+    if server.db == "sqlite":
+        db = ["--db-driver", "sqlite3", "--db-params",
+              os.path.join(server.state, "db", "ts2021.sqlite")]
+    else:
+        db = ["--db-driver", "mysql", "--db-params", server.dbparams]
+    r = subprocess.run([CTL] + db + list(args), capture_output=True, text=True)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def new_authkey(server, user="alice", *flags):
+    ctl(server, "users", "create", user, check=False)
+    out = ctl(server, "preauthkeys", "create", "--user", user, *flags).stdout
+    m = re.search(r"tskey-auth-\S+", out)
+    assert m, out
+    return m.group(0)
+
+
+class Node:
+    """One simulated tailscaled: keys, a Noise connection, its registration and map stream."""
+
+    def __init__(self, server, name, version=145):
+        self.server = server
+        self.name = name
+        self.version = version
+        self.ident = control.NodeIdentity()
+        key = client.fetch_server_key(server.url)
+        self.conn = client.TS2021Client("127.0.0.1", server.port, key, tls=server.tls,
+                                        machine_private=self.ident.machine_private,
+                                        version=version).connect()
+        self.stream = None
+
+    def register(self, authkey=None, **kw):
+        req = control.register_request(self.ident, self.version, auth_key=authkey,
+                                       host=control.hostinfo(self.name), **kw)
+        return control.post_json(self.conn, "/machine/register", req)
+
+    def open_map(self, endpoints=("198.51.100.7:41641",)):
+        req = control.map_request(self.ident, self.version, endpoints=list(endpoints),
+                                  host=control.hostinfo(self.name))
+        self.stream = control.MapStream(self.conn, req)
+        first = self.stream.next()
+        assert first is not None and "Node" in first, first
+        return first
+
+    def lite_update(self, endpoints):
+        req = control.map_request(self.ident, self.version, stream=False, omit_peers=True,
+                                  endpoints=list(endpoints), host=control.hostinfo(self.name))
+        st, _ = control.post_json(self.conn, "/machine/map", req)
+        return st
+
+    def close(self):
+        self.conn.close()
+
+
+def peer_ids(msg):
+    return sorted(p["ID"] for p in msg.get("Peers", []))
+
+
+def changed_ids(msg):
+    return sorted(p["ID"] for p in msg.get("PeersChanged", []) or [])
+
+
+def test_preauth_join_two_nodes_see_each_other(server_factory, tmp_path):
+    s = tailnet_server(server_factory, tmp_path)
+    key = new_authkey(s, "alice", "--reusable")
+    a, b = Node(s, "alpha"), Node(s, "beta")
+    st, reg = a.register(key)
+    assert st == 200 and reg["MachineAuthorized"] and not reg.get("Error"), reg
+    assert reg["Login"]["LoginName"] and reg["User"]["ID"] > 0
+    first_a = a.open_map()
+    node_a = first_a["Node"]
+    assert node_a["Name"] == "alpha.tail.example.test."
+    assert node_a["Key"] == a.ident.node_key and node_a["Machine"] == a.ident.machine_key
+    assert any(x.startswith("100.") for x in node_a["Addresses"])
+    assert first_a["DERPMap"]["Regions"]["900"]["RegionID"] == 900
+    assert first_a["PacketFilter"][0]["SrcIPs"] == ["*"]
+    assert peer_ids(first_a) == []
+
+    st, reg = b.register(key)
+    assert st == 200 and reg["MachineAuthorized"], reg
+    first_b = b.open_map()
+    assert peer_ids(first_b) == [node_a["ID"]]
+    peer = first_b["Peers"][0]
+    assert peer["Key"] == a.ident.node_key and peer["Addresses"] == node_a["Addresses"]
+    assert peer["Online"] is True
+    # A hears of B as a delta, well within a second.
+    t0 = time.time()
+    delta = a.stream.until(lambda m: first_b["Node"]["ID"] in changed_ids(m), timeout=5)
+    assert time.time() - t0 < 2
+    assert "Peers" not in delta
+    a.close()
+    b.close()
+
+
+def test_interactive_registration_approved_by_ctl(server_factory, tmp_path):
+    s = tailnet_server(server_factory, tmp_path)
+    ctl(s, "users", "create", "bob")
+    n = Node(s, "gamma")
+    st, reg = n.register()
+    assert st == 200 and reg["AuthURL"].startswith(s.url + "/register/tsreg-"), reg
+    auth_id = reg["AuthURL"].rsplit("/", 1)[1]
+    # The Followup is held open until the registration is approved elsewhere.
+    req = control.register_request(n.ident, followup=reg["AuthURL"],
+                                   host=control.hostinfo("gamma"))
+    r = n.conn.start("POST", "/machine/register", json.dumps(req).encode())
+    with pytest.raises((TimeoutError, OSError)):
+        n.conn.pump(1.5)
+    assert not r.ended
+    ctl(s, "nodes", "register", auth_id, "--user", "bob")
+    assert n.conn.wait_for(lambda: r.ended, timeout=10)
+    body = json.loads(bytes(r.body))
+    assert r.status == 200 and body["MachineAuthorized"] and not body.get("AuthURL"), body
+    n.open_map()
+    n.close()
+
+
+def test_changes_reach_open_streams(server_factory, tmp_path):
+    s = tailnet_server(server_factory, tmp_path)
+    key = new_authkey(s, "carol", "--reusable")
+    a, b = Node(s, "one"), Node(s, "two")
+    a.register(key)
+    a.open_map()
+    b.register(key)
+    first_b = b.open_map()
+    idb = first_b["Node"]["ID"]
+    assert len(first_b["Peers"]) == 1
+    a.stream.until(lambda m: idb in changed_ids(m))
+    # Endpoints change: a patch, not a full entry.
+    assert b.lite_update(["203.0.113.9:41641"]) == 200
+    m = a.stream.until(lambda m: any(p.get("NodeID") == idb and "Endpoints" in p
+                                     for p in m.get("PeersChangedPatch", []) or [])
+                       or idb in changed_ids(m))
+    # An admin rename through ts2021ctl (Apache untouched) reaches the open stream.
+    ctl(s, "nodes", "rename", str(idb), "renamed-two")
+    m = a.stream.until(lambda m: any(p["ID"] == idb and p["Name"].startswith("renamed-two.")
+                                     for p in m.get("PeersChanged", []) or []))
+    # A third node joins: both streams hear of it.
+    c = Node(s, "three")
+    c.register(key)
+    idc = c.open_map()["Node"]["ID"]
+    a.stream.until(lambda m: idc in changed_ids(m))
+    b.stream.until(lambda m: idc in changed_ids(m))
+    # B goes away: after the grace period A sees it offline.
+    b.close()
+    a.stream.until(lambda m: any(p.get("NodeID") == idb and p.get("Online") is False
+                                 for p in m.get("PeersChangedPatch", []) or [])
+                   or any(p["ID"] == idb and p.get("Online") is False
+                          for p in m.get("PeersChanged", []) or []), timeout=15)
+    # Deleting C through ts2021ctl removes it from A's map.
+    ctl(s, "nodes", "delete", str(idc))
+    a.stream.until(lambda m: idc in (m.get("PeersRemoved") or []))
+    a.close()
+    c.close()
+
+
+def test_bad_bodies_answered_and_nothing_written(server_factory, tmp_path):
+    s = tailnet_server(server_factory, tmp_path)
+    n = Node(s, "bad")
+    before = ctl(s, "nodes", "list", "--json").stdout
+    for path in ("/machine/register", "/machine/map"):
+        r = n.conn.request("POST", path, b"{not json")
+        assert r.status in (200, 400), r.status
+        if r.status == 200:
+            assert json.loads(bytes(r.body)).get("Error"), bytes(r.body)
+        r = n.conn.request("POST", path, b"[]")
+        assert r.status in (200, 400)
+        r = n.conn.request("POST", path, b"x" * ((1 << 20) + 10))
+        assert r.status == 413
+        r = n.conn.request("POST", path, b"{}", headers=[("content-type", "text/html")])
+        assert r.status == 415
+        r = n.conn.request("GET", path)
+        assert r.status == 405
+    st, body = control.post_json(n.conn, "/machine/register",
+                                 control.register_request(n.ident, auth_key="tskey-auth-bogus"))
+    assert st == 200 and body.get("Error"), body
+    assert ctl(s, "nodes", "list", "--json").stdout == before
+    n.close()
+
+
+@pytest.mark.skipif(not MYSQL_PARAMS, reason="needs MariaDB")
+def test_change_on_second_apache_reaches_first(server_factory, tmp_path, db):
+    if db != "mysql":
+        pytest.skip("two servers share one database only on MariaDB")
+    s1 = tailnet_server(server_factory, tmp_path)
+    s2 = tailnet_server(server_factory, tmp_path, fresh_db=False)
+    key = new_authkey(s1, "dave", "--reusable")
+    a = Node(s1, "east")
+    a.register(key)
+    a.open_map()
+    b = Node(s2, "west")
+    st, reg = b.register(key)
+    assert st == 200 and reg["MachineAuthorized"], reg
+    idb = b.open_map()["Node"]["ID"]
+    t0 = time.time()
+    a.stream.until(lambda m: idb in changed_ids(m), timeout=10)
+    assert time.time() - t0 < 3
+    a.close()
+    b.close()
