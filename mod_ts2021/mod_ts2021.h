@@ -31,6 +31,7 @@ typedef struct ts_server_conf {
     apr_interval_time_t node_expiry;        /* TS2021NodeExpiry; -1 until set */
     apr_interval_time_t ephemeral_timeout;  /* TS2021EphemeralTimeout; -1 until set */
     apr_interval_time_t offline_grace;      /* TS2021OfflineGrace; -1 until set */
+    apr_interval_time_t keepalive;          /* TS2021KeepAliveInterval; -1 until set */
     apr_array_header_t *derp_files; /* TS2021DERPMapFile, in order */
     const char *dns_file;           /* TS2021DNSConfigFile */
     int magic_dns;                  /* TS2021MagicDNS */
@@ -69,6 +70,7 @@ int ts_keys_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s);
 int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf);
+apr_interval_time_t ts_config_keepalive(const ts_server_conf *conf);
 
 /* mod_ts2021_dbd.c: mod_dbd access and schema bring-up */
 int ts_dbd_check_config(apr_pool_t *pconf, server_rec *s);

@@ -29,6 +29,7 @@ void *ts_config_create_server(apr_pool_t *p, server_rec *s)
     conf->handshake_timeout = -1;
     conf->ipalloc = TS_UNSET;
     conf->node_expiry = conf->ephemeral_timeout = conf->offline_grace = -1;
+    conf->keepalive = -1;
     conf->magic_dns = TS_UNSET;
     return conf;
 }
@@ -59,6 +60,7 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     MERGE_TIME(node_expiry);
     MERGE_TIME(ephemeral_timeout);
     MERGE_TIME(offline_grace);
+    MERGE_TIME(keepalive);
     MERGE_PTR(derp_files);
     MERGE_PTR(dns_file);
     MERGE_INT(magic_dns);
@@ -199,6 +201,11 @@ static const char *set_handshake_timeout(cmd_parms *cmd, void *dc, const char *a
                           &ts_conf(cmd->server)->handshake_timeout);
 }
 
+apr_interval_time_t ts_config_keepalive(const ts_server_conf *conf)
+{
+    return conf->keepalive > 0 ? conf->keepalive : apr_time_from_sec(50);
+}
+
 apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf)
 {
     return conf->offline_grace >= 0 ? conf->offline_grace : apr_time_from_sec(10);
@@ -255,6 +262,7 @@ static const char *set_long_duration(cmd_parms *cmd, void *dc, const char *arg)
     (void)dc;
     slot = !strcmp(cmd->cmd->name, "TS2021NodeExpiry") ? &conf->node_expiry
          : !strcmp(cmd->cmd->name, "TS2021EphemeralTimeout") ? &conf->ephemeral_timeout
+         : !strcmp(cmd->cmd->name, "TS2021KeepAliveInterval") ? &conf->keepalive
          : &conf->offline_grace;
     if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0 || t > max) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a duration (e.g. 0, 30s, 90mi, "
@@ -322,6 +330,8 @@ const command_rec ts_config_cmds[] = {
                   "key expiry of user-owned nodes (0, the default: never)"),
     AP_INIT_TAKE1("TS2021EphemeralTimeout", set_long_duration, NULL, RSRC_CONF,
                   "delete ephemeral nodes this long after their last stream (default 120s)"),
+    AP_INIT_TAKE1("TS2021KeepAliveInterval", set_long_duration, NULL, RSRC_CONF,
+                  "silence on a map stream before a keep-alive (default 50s, plus up to 9s)"),
     AP_INIT_TAKE1("TS2021OfflineGrace", set_long_duration, NULL, RSRC_CONF,
                   "a node is offline this long after its last stream ended (default 10s)"),
     AP_INIT_ITERATE("TS2021DERPMapFile", add_derp_file, NULL, RSRC_CONF,

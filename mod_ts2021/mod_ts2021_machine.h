@@ -39,6 +39,7 @@ typedef struct ts_tailnet_rt {
     server_rec *s;                  /* the vhost whose database we use */
     const ts_tailnet_conf_t *conf;
     apr_interval_time_t offline_grace;
+    apr_interval_time_t keepalive;      /* silence before a keep-alive; jitter on top */
     apr_thread_mutex_t *mu;         /* guards everything below */
     apr_pool_t *pool;
     ts_map_t *map;

@@ -16,7 +16,7 @@
 
 APLOG_USE_MODULE(ts2021);
 
-#define STREAM_KEEPALIVE      apr_time_from_sec(50)
+/* Keep-alives after rt->keepalive of silence, plus up to this much jitter (or a fifth). */
 #define STREAM_KEEPALIVE_JIT  9000      /* ms */
 #define STREAM_RECHECK        apr_time_from_sec(2)
 #define STREAM_CHANGES_BATCH  1000
@@ -331,9 +331,17 @@ static void fan_out(ts_tailnet_rt *rt, apr_pool_t *p, apr_time_t now)
         }
         ts_machine_post_frame(ms->driver, ms->conn_id, ms->stream_id, frame, len,
                               shared ? d : NULL);
-        ms->next_keepalive = now + STREAM_KEEPALIVE;
+        ms->next_keepalive = now + rt->keepalive;
     }
     ts_map_delta_unref(d);
+}
+
+static apr_interval_time_t keepalive_delay(const ts_tailnet_rt *rt)
+{
+    apr_uint32_t jit = (apr_uint32_t)(rt->keepalive / 1000 / 5);
+
+    if (jit > STREAM_KEEPALIVE_JIT) jit = STREAM_KEEPALIVE_JIT;
+    return rt->keepalive + apr_time_from_msec(jit ? randombytes_uniform(jit) : 0);
 }
 
 /* Under rt->mu: {"KeepAlive":true} to streams idle for about 50-59 s. */
@@ -346,8 +354,7 @@ static void keepalives(ts_tailnet_rt *rt, apr_time_t now)
         if (!ms->keepalive || now < ms->next_keepalive || !rt->keepalive_frame[c]) continue;
         ts_machine_post_frame(ms->driver, ms->conn_id, ms->stream_id, rt->keepalive_frame[c],
                               rt->keepalive_len[c], NULL);
-        ms->next_keepalive = now + STREAM_KEEPALIVE
-                             + apr_time_from_msec(randombytes_uniform(STREAM_KEEPALIVE_JIT));
+        ms->next_keepalive = now + keepalive_delay(rt);
     }
 }
 
@@ -513,8 +520,7 @@ machine_stream *ts_tailnet_stream_add(ts_tailnet_rt *rt, ts_conn_ctx *ctx, int32
     ms->node_id = node_id;
     ms->compress = compress;
     ms->keepalive = keepalive;
-    ms->next_keepalive = apr_time_now() + STREAM_KEEPALIVE
-                         + apr_time_from_msec(randombytes_uniform(STREAM_KEEPALIVE_JIT));
+    ms->next_keepalive = apr_time_now() + keepalive_delay(rt);
     ms->next = rt->streams;
     if (ms->next) ms->next->prev = ms;
     rt->streams = ms;
@@ -583,6 +589,7 @@ static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int inde
     rt->s = s;
     rt->conf = conf->tailnet;
     rt->offline_grace = ts_config_offline_grace(conf);
+    rt->keepalive = ts_config_keepalive(conf);
     rt->offline_due = apr_array_make(p, 16, sizeof(apr_int64_t));
     rt->ephemeral_due = apr_array_make(p, 16, 2 * sizeof(apr_int64_t));
     if (apr_thread_mutex_create(&rt->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS

@@ -228,3 +228,41 @@ def test_change_on_second_apache_reaches_first(server_factory, tmp_path, db):
     assert time.time() - t0 < 3
     a.close()
     b.close()
+
+
+def test_keepalives_on_idle_streams(server_factory, tmp_path):
+    s = tailnet_server(server_factory, tmp_path, "    TS2021KeepAliveInterval 1\n")
+    key = new_authkey(s, "erin")
+    n = Node(s, "quiet")
+    n.register(key)
+    n.open_map()
+    t0 = time.time()
+    seen = []
+    while time.time() - t0 < 8:
+        m = n.stream.next(timeout=8, skip_keepalive=False)
+        seen.append(m)
+        if m == {"KeepAlive": True}:
+            break
+    assert seen[-1] == {"KeepAlive": True}, seen
+    assert time.time() - t0 < 5
+    n.close()
+
+
+def test_ephemeral_node_removed_after_disconnect(server_factory, tmp_path):
+    s = tailnet_server(server_factory, tmp_path, "    TS2021EphemeralTimeout 1\n")
+    key = new_authkey(s, "frank", "--reusable")
+    eph_key = new_authkey(s, "frank", "--ephemeral")
+    a = Node(s, "stay")
+    a.register(key)
+    a.open_map()
+    e = Node(s, "ephemeral")
+    st, reg = e.register(eph_key)
+    assert st == 200 and reg["MachineAuthorized"], reg
+    ide = e.open_map()["Node"]["ID"]
+    a.stream.until(lambda m: ide in changed_ids(m))
+    e.close()
+    # Offline after the 1 s grace, deleted 1 s later: peers see it removed.
+    a.stream.until(lambda m: ide in (m.get("PeersRemoved") or []), timeout=20)
+    listed = json.loads(ctl(s, "nodes", "list", "--json").stdout)
+    assert ide not in [x["id"] if "id" in x else x.get("ID") for x in listed]
+    a.close()
