@@ -25,6 +25,7 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.join(HERE, "build")
 TSLOAD = os.path.join(BUILD, "tsload")
 NOISEBENCH = os.path.join(BUILD, "noisebench")
+CONNMEM = os.path.join(BUILD, "connmem")
 MODULE = os.environ.get("BENCH_MODULE", os.path.join(BUILD, "mod_ts2021.so"))
 import resource
 # The hard limit: this box's root lacks CAP_SYS_RESOURCE, so it cannot be raised (20000 here).
@@ -111,9 +112,29 @@ class Apache:
             cmd.append("--tls")
         cmd += [str(x) for x in extra]
         log("running " + " ".join(cmd[1:]))
+        k0 = tcp_counters()
         r = subprocess.run(["prlimit", f"--nofile={NOFILE}:{NOFILE}"] + cmd,
                            stdout=subprocess.PIPE, text=True, timeout=timeout)
-        return r.returncode, parse(r.stdout)
+        d = parse(r.stdout)
+        for k, v in tcp_counters().items():
+            d[f"kernel_{k}"] = [str(v - k0.get(k, 0))]
+        return r.returncode, d
+
+
+def tcp_counters():
+    """Kernel TCP counters that reveal refused or retried connections (listen queue full)."""
+    want = ("ListenOverflows", "ListenDrops", "TCPReqQFullDrop", "TCPReqQFullDoCookies")
+    out = {}
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[0::2], lines[1::2]):
+            for k, v in zip(names.split()[1:], values.split()[1:]):
+                if k in want:
+                    out[k] = int(v)
+    except OSError:
+        pass
+    return out
 
 
 def parse(text):
@@ -215,6 +236,10 @@ def bench_memory(a):
              f"Apache {servers} x {threads} threads)", d)
         rc_all |= rc
         results.append((n, tls, threads, servers, d))
+    # The sans-I/O core alone (no Apache): how much of that is the connection itself.
+    r = subprocess.run([CONNMEM, "--conns", "10000"], stdout=subprocess.PIPE, text=True)
+    core = parse(r.stdout)
+    dump("module core alone (connmem: ts_conn_t + nghttp2, 10000 connections, no Apache)", core)
     print("=== memory per idle connection with an open stream (Apache instance, all processes)")
     print("  transport   conns  ok      failed dropped  PSS before  PSS after   per conn PSS  "
           "per conn RSS  target")
@@ -225,6 +250,16 @@ def bench_memory(a):
               f"{int(val(d, 'before_pss_kib', 0)):7d} KiB {int(val(d, 'after_pss_kib', 0)):7d} KiB "
               f"{val(d, 'per_conn_pss_kib', 0):8.2f} KiB  {val(d, 'per_conn_rss_kib', 0):8.2f} KiB  "
               f"{'48' if tls else '16'} KiB")
+    clear = [(n, d) for n, tls, _, _, d in results if not tls and val(d, "connected", 0)]
+    for (n0, d0), (n1, d1) in zip(clear, clear[1:]):
+        dn = val(d1, "connected") - val(d0, "connected")
+        if dn > 0:
+            print(f"  cleartext marginal {n0}->{n1}: "
+                  f"{(val(d1, 'after_pss_kib') - val(d0, 'after_pss_kib')) / dn:.2f} KiB PSS per "
+                  f"connection (fixed costs excluded)")
+    print(f"  module core alone: {val(core, 'ts_conn_rss_kib_per_conn')} KiB resident, "
+          f"{val(core, 'ts_conn_heap_bytes_per_conn')} B allocated per connection, of which "
+          f"HTTP/2 (nghttp2 + ts_h2) {val(core, 'ts_h2_session_bytes_per_conn')} B")
     return rc_all
 
 
@@ -253,15 +288,17 @@ def main(argv):
     h.add_argument("--concurrency", type=int, default=16)
     h.add_argument("--threads", type=int, default=25)
     m = sub.add_parser("memory")
-    m.add_argument("conns", type=int, nargs="*", default=[1000, 5000, 10000])
-    m.add_argument("--tls-conns", type=int, nargs="*", default=[1000])
+    m.add_argument("--conns", type=int, nargs="*", default=[1000, 5000, 10000],
+                   help="cleartext runs (none: --conns alone)")
+    m.add_argument("--tls-conns", type=int, nargs="*", default=[1000],
+                   help="TLS runs (none: --tls-conns alone)")
     m.add_argument("--settle", type=float, default=5)
     m.add_argument("--hold", type=float, default=10)
     r = sub.add_parser("restart")
     r.add_argument("conns", type=int, nargs="?", default=5000)
     r.add_argument("--timeout", type=float, default=120)
     a = ap.parse_args(argv)
-    for tool in (TSLOAD, NOISEBENCH, MODULE):
+    for tool in (TSLOAD, NOISEBENCH, CONNMEM, MODULE):
         if not os.path.exists(tool):
             sys.exit(f"bench: {tool} missing: run make -C test/bench")
     return {"handshake": bench_handshake, "memory": bench_memory, "restart": bench_restart}[a.cmd](a)

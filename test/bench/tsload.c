@@ -1101,6 +1101,20 @@ static int mode_restart(void)
         }
         if (!s->ok_at) without++;
     }
+    {
+        long slow = 0;
+        double s0 = 1e9, s1 = -1;
+        for (i = 0; i < opt.conns; i++) {
+            slot_t *s = &slots[i];
+            if (s->dropped_at && s->ok_at && s->ok_at - s->dropped_at > 0.5) {
+                slow++;
+                if (s->dropped_at - t_signal < s0) s0 = s->dropped_at - t_signal;
+                if (s->dropped_at - t_signal > s1) s1 = s->dropped_at - t_signal;
+            }
+        }
+        printf("slow_reconnects_over_500ms %ld\n", slow);
+        if (slow) printf("slow_reconnects_dropped_between_s %.2f %.2f\n", s0, s1);
+    }
     qsort(rl, (size_t)n, sizeof(double), cmp_d);
     printf("all_reconnected_s %.2f\n", t_all);
     printf("observed_s %.2f\n", t_end);
@@ -1239,7 +1253,7 @@ int main(int argc, char **argv)
     if (ts_crypto_init() != 0) return 1;
     raise_nofile();
     getrlimit(RLIMIT_NOFILE, &rl);
-    if (opt.mode != MODE_HANDSHAKE && (rlim_t)opt.conns * 2 + 64 > rl.rlim_cur) {
+    if (opt.mode != MODE_HANDSHAKE && (rlim_t)opt.conns + 64 > rl.rlim_cur) {
         fprintf(stderr, "tsload: RLIMIT_NOFILE %lu too low for %ld connections\n",
                 (unsigned long)rl.rlim_cur, opt.conns);
         return 2;
