@@ -196,7 +196,11 @@ def bench_handshake(a):
     with Apache("handshake", threads=a.threads, servers=2) as ap:
         rc, hs = ap.tsload("handshake", "--duration", a.duration, "--concurrency", a.concurrency,
                            "--quiet")
+        # The floor: what the same Apache spends on a new connection and a trivial request.
+        _, floor = ap.tsload("handshake", "--http-get", "--duration", a.duration / 2,
+                             "--concurrency", a.concurrency, "--quiet")
     dump(f"handshakes (tsload, exit {rc})", hs)
+    dump("new connection + GET /key, no TS2021 (tsload --http-get)", floor)
     # raw crypto again, same run: the box may have changed speed
     r = subprocess.run([NOISEBENCH, "--iterations", "20000"], stdout=subprocess.PIPE, text=True,
                        check=True)
@@ -211,6 +215,11 @@ def bench_handshake(a):
         print(f"  server CPU per handshake       {per:8.1f} us  "
               f"({val(hs, 'server_cpu_us_per_handshake_uncorrected')} us before subtracting idle)")
         print(f"  efficiency raw/handshake       {100 * raw_us / per:8.1f} %   (target >= 60 %)")
+    print(f"  Apache floor (conn + GET /key) {val(floor, 'server_cpu_us_per_handshake', 0):8.1f} us  "
+          f"(what any request on a new connection costs this Apache)")
+    if per:
+        rest = per - raw_us - val(raw, "early_payload_us") - val(floor, "server_cpu_us_per_handshake", 0)
+        print(f"  rest (takeover, loop, HTTP/2)  {rest:8.1f} us")
     print(f"  handshakes ok / failed         {int(val(hs, 'handshakes_ok', 0))} / "
           f"{int(val(hs, 'handshakes_failed', 0))}  at {val(hs, 'rate_per_s')}/s, "
           f"client {val(hs, 'client_cpu_us_per_handshake')} us CPU each")
