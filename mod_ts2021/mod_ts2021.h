@@ -71,6 +71,8 @@ int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s);
 int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf);
 apr_interval_time_t ts_config_keepalive(const ts_server_conf *conf);
+/* The window over which a stopping child spreads its connections' GOAWAYs (default 10 s). */
+apr_interval_time_t ts_config_drain_time(const ts_server_conf *conf);
 
 /* mod_ts2021_dbd.c: mod_dbd access and schema bring-up */
 int ts_dbd_check_config(apr_pool_t *pconf, server_rec *s);

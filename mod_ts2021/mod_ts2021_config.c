@@ -201,6 +201,11 @@ static const char *set_handshake_timeout(cmd_parms *cmd, void *dc, const char *a
                           &ts_conf(cmd->server)->handshake_timeout);
 }
 
+apr_interval_time_t ts_config_drain_time(const ts_server_conf *conf)
+{
+    return conf->drain_time >= 0 ? conf->drain_time : apr_time_from_sec(10);
+}
+
 apr_interval_time_t ts_config_keepalive(const ts_server_conf *conf)
 {
     return conf->keepalive > 0 ? conf->keepalive : apr_time_from_sec(50);

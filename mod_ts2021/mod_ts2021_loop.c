@@ -27,7 +27,6 @@ APLOG_USE_MODULE(ts2021);
 #define LOOP_WRITE_STALL      apr_time_from_sec(60)
 /* A connection with nothing open and no traffic for this long is closed. */
 #define LOOP_IDLE_TIMEOUT     apr_time_from_sec(600)
-#define LOOP_DEFAULT_DRAIN    apr_time_from_sec(10)
 /* After its GOAWAY a connection gets this long to finish before it is cut. */
 #define LOOP_DRAIN_GRACE      apr_time_from_sec(5)
 
@@ -419,13 +418,6 @@ static apr_status_t loop_child_exit(void *data)
     return APR_SUCCESS;
 }
 
-static apr_interval_time_t loop_drain_time(server_rec *s)
-{
-    apr_interval_time_t t = ts_conf(s)->drain_time;
-
-    return t >= 0 ? t : LOOP_DEFAULT_DRAIN;
-}
-
 void ts_loop_child_init(apr_pool_t *pchild, server_rec *s)
 {
     apr_allocator_t *alloc;
@@ -441,7 +433,7 @@ void ts_loop_child_init(apr_pool_t *pchild, server_rec *s)
     loop = apr_pcalloc(p, sizeof(*loop));
     loop->pool = p;
     loop->s = s;
-    loop->drain_time = loop_drain_time(s);
+    loop->drain_time = ts_config_drain_time(ts_conf(s));
     loop->conns = apr_hash_make(p);
     loop->free_socks = apr_array_make(p, 64, sizeof(apr_socket_t *));
     loop->driver.lookup = loop_lookup;

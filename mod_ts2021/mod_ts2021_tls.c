@@ -17,7 +17,6 @@ APLOG_USE_MODULE(ts2021);
 #define TLS_READ_CHUNK        (16u << 10)
 #define TLS_BACKLOG_LIMIT     (1u << 20)
 #define TLS_IDLE_TIMEOUT      apr_time_from_sec(600)
-#define TLS_DRAIN_WINDOW      apr_time_from_sec(10)
 #define TLS_DRAIN_GRACE       apr_time_from_sec(5)
 /* A blocking write to a client that stopped reading gives up after this. */
 #define TLS_WRITE_TIMEOUT     apr_time_from_sec(60)
@@ -130,8 +129,9 @@ static const char *tls_timers(tls_conn *tc, apr_time_t now)
     }
     if (tc->cut_at && now >= tc->cut_at) return "drained";
     if (!tc->drain_at && tls_stopping()) {
-        tc->drain_at = now + (apr_time_t)randombytes_uniform(
-                                 (uint32_t)(TLS_DRAIN_WINDOW / 1000) + 1) * 1000;
+        apr_interval_time_t window = ts_config_drain_time(ts_conf(tc->ctx.s));
+        tc->drain_at = now + (apr_time_t)randombytes_uniform((uint32_t)(window / 1000) + 1)
+                             * 1000;
     }
     if (tc->drain_at && !tc->cut_at && now >= tc->drain_at) {
         ts_conn_goaway(tc->core);
