@@ -266,3 +266,39 @@ def test_ephemeral_node_removed_after_disconnect(server_factory, tmp_path):
     listed = json.loads(ctl(s, "nodes", "list", "--json").stdout)
     assert ide not in [x["id"] if "id" in x else x.get("ID") for x in listed]
     a.close()
+
+
+def test_logout_and_key_rotation(server_factory, tmp_path):
+    s = tailnet_server(server_factory, tmp_path)
+    key = new_authkey(s, "gina", "--reusable")
+    a, b = Node(s, "watcher"), Node(s, "leaver")
+    a.register(key)
+    a.open_map()
+    b.register(key)
+    idb = b.open_map()["Node"]["ID"]
+    a.stream.until(lambda m: idb in changed_ids(m))
+    # Key rotation: a new node key with OldNodeKey, authorised by the key; same node, new key.
+    old = b.ident.rotate_node_key()
+    st, reg = b.register(key, old_node_key=old)
+    assert st == 200 and reg["MachineAuthorized"] and not reg.get("Error"), reg
+    a.stream.until(lambda m: any(p.get("NodeID") == idb and p.get("Key") == b.ident.node_key
+                                 for p in m.get("PeersChangedPatch", []) or [])
+                   or any(p["ID"] == idb and p["Key"] == b.ident.node_key
+                          for p in m.get("PeersChanged", []) or []))
+    # Logout (an Expiry in the past): the node expires and its peers are told.
+    st, reg = b.register(expiry="1970-01-01T00:02:03Z", old_style_auth=True)
+    assert st == 200 and reg["NodeKeyExpired"] is True and not reg.get("Error"), reg
+
+    def expired(m):
+        for p in m.get("PeersChangedPatch", []) or []:
+            if p.get("NodeID") == idb and "KeyExpiry" in p:
+                return True
+        for p in m.get("PeersChanged", []) or []:
+            if p["ID"] == idb and p.get("Expired"):
+                return True
+        return idb in (m.get("PeersRemoved") or [])
+    a.stream.until(expired)
+    shown = json.loads(ctl(s, "nodes", "show", str(idb), "--json").stdout)
+    assert shown, shown
+    a.close()
+    b.close()
