@@ -52,6 +52,7 @@ typedef struct ts_tailnet_rt {
     apr_array_header_t *offline_due;     /* apr_int64_t node ids whose last stream ended */
     apr_array_header_t *ephemeral_due;   /* (node id, when) pairs to delete */
     apr_time_t next_recheck;
+    apr_time_t next_sweep;          /* presence orphans (streams of exited children) */
     uint8_t *keepalive_frame[2];    /* [compress] */
     size_t keepalive_len[2];
 } ts_tailnet_rt;

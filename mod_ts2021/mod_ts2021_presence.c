@@ -96,6 +96,26 @@ int ts_presence_should_go_offline(int tailnet, apr_int64_t node_id, apr_time_t n
     return apr_atomic_cas32(&sl->online, 0, 1) == 1;
 }
 
+void ts_presence_sweep(int tailnet, apr_time_t now, apr_interval_time_t grace,
+                       void (*fn)(void *baton, apr_int64_t node_id), void *baton)
+{
+    apr_uint64_t tag = (apr_uint64_t)(tailnet + 1) << 48;
+    int i;
+
+    if (!slots) return;
+    for (i = 0; i < PRESENCE_SLOTS; i++) {
+        presence_slot *sl = &slots[i];
+        apr_uint64_t key = apr_atomic_read64(&sl->key);
+        if ((key & ~0xffffffffffffULL) != tag || apr_atomic_read32(&sl->online) != 1
+            || apr_atomic_read32(&sl->streams) != 0 || now - (apr_time_t)sl->last_end < grace) {
+            continue;
+        }
+        if (apr_atomic_cas32(&sl->online, 0, 1) == 1) {
+            fn(baton, (apr_int64_t)(key & 0xffffffffffffULL));
+        }
+    }
+}
+
 apr_uint32_t ts_presence_streams(int tailnet, apr_int64_t node_id)
 {
     presence_slot *sl = presence_slot_of(tailnet, node_id, 0);

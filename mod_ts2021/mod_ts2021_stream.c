@@ -425,6 +425,33 @@ static void presence_timers(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p, ap
     if (changed) ts_notify_bump();
 }
 
+/* Nodes whose last stream ended in a child that exited before publishing "offline". */
+typedef struct sweep_ctx {
+    ts_tailnet_rt *rt;
+    ts_store_t *st;
+    apr_pool_t *p;
+    apr_time_t now;
+    int changed;
+} sweep_ctx;
+
+static void sweep_one(void *baton, apr_int64_t node_id)
+{
+    sweep_ctx *sc = baton;
+    const char *err;
+
+    if (ts_store_node_set_presence(sc->st, sc->p, node_id, 0, sc->now, &err) == APR_SUCCESS) {
+        sc->changed = 1;
+    }
+}
+
+static void presence_sweep(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p, apr_time_t now)
+{
+    sweep_ctx sc = { rt, st, p, now, 0 };
+
+    ts_presence_sweep(rt->index, now, rt->offline_grace + apr_time_from_sec(5), sweep_one, &sc);
+    if (sc.changed) ts_notify_bump();
+}
+
 /* ---- held registrations ---- */
 
 void ts_tailnet_waiter_add(ts_tailnet_rt *rt, machine_waiter *w)
@@ -488,13 +515,18 @@ static void tailnet_round(void *baton, int changed)
     ap_dbd_t *rec = NULL;
     ts_store_t *st;
     int recheck = changed || now >= rt->next_recheck;
+    int sweep = now >= rt->next_sweep;
 
     apr_pool_create_unmanaged_ex(&p, NULL, NULL);
-    st = (changed || recheck || rt->offline_due->nelts || rt->ephemeral_due->nelts)
+    st = (changed || recheck || sweep || rt->offline_due->nelts || rt->ephemeral_due->nelts)
          ? ts_dbd_open(p, rt->s, &rec) : NULL;
     if (st && !rt->loaded) load_all(rt, st, p);
     else if (st && changed) apply_changes(rt, st, p);
     if (st) presence_timers(rt, st, p, now);
+    if (st && sweep) {
+        presence_sweep(rt, st, p, now);
+        rt->next_sweep = now + apr_time_from_sec(5);
+    }
     if (st && recheck && rt->waiters) waiters_recheck(rt, st, p);
     if (recheck) rt->next_recheck = now + STREAM_RECHECK;
     if (rec) ts_dbd_close(rt->s, rec);
