@@ -302,3 +302,35 @@ def test_logout_and_key_rotation(server_factory, tmp_path):
     assert shown, shown
     a.close()
     b.close()
+
+
+def test_graceful_restart_keeps_presence_and_reaps_the_gone(server_factory, tmp_path):
+    import signal
+    from test_lifecycle import apache_pid
+    s = tailnet_server(server_factory, tmp_path, "    TS2021OfflineGrace 4\n")
+    key = new_authkey(s, "hank", "--reusable")
+    nodes = [Node(s, n) for n in ("stays-a", "stays-b", "goes")]
+    for n in nodes:
+        n.register(key)
+    ids = [n.open_map()["Node"]["ID"] for n in nodes]
+    os.kill(apache_pid(s), signal.SIGUSR1)
+    time.sleep(1.5)
+    for n in nodes:
+        n.close()
+    # Two come back at once (as clients do after a GOAWAY); the third never does.
+    back = [Node(s, "stays-a"), Node(s, "stays-b")]
+    for new, old in zip(back, nodes):
+        new.ident = old.ident
+        new.conn = client.TS2021Client("127.0.0.1", s.port, client.fetch_server_key(s.url),
+                                       machine_private=old.ident.machine_private).connect()
+    first = back[0].open_map()
+    back[1].open_map()
+    peers = {p["ID"]: p for p in first["Peers"]}
+    assert peers[ids[1]]["Online"] is True          # no flap for the one that came back
+    # The one that never came back goes offline once the grace period (plus sweep) passed.
+    back[0].stream.until(lambda m: any(p.get("NodeID") == ids[2] and p.get("Online") is False
+                                       for p in m.get("PeersChangedPatch", []) or [])
+                         or any(p["ID"] == ids[2] and p.get("Online") is False
+                                for p in m.get("PeersChanged", []) or []), timeout=20)
+    for n in back:
+        n.close()
