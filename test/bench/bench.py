@@ -176,11 +176,14 @@ def header():
     rev = "?"
     try:
         with open(os.path.join(BUILD, "src", ".rev")) as f:
-            rev = f.read().strip()
+            tree, _, commit = f.read().strip().partition(" ")
+            rev = f"{commit} (mod_ts2021 tree {tree[:12]})"
     except OSError:
         pass
+    if os.environ.get("BENCH_MODULE"):
+        rev = os.environ["BENCH_MODULE"]
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-          f"{os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}, module {rev[:12]}")
+          f"{os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}, module {rev}")
 
 
 # Settings for many long-lived connections (docs/mpm.md): a deep accept queue, small stacks.
@@ -193,7 +196,7 @@ def bench_handshake(a):
                        check=True)
     raw = parse(r.stdout)
     dump("raw crypto (noisebench, 1 thread)", raw)
-    with Apache("handshake", threads=a.threads, servers=2) as ap:
+    with Apache("handshake", tls=a.tls, threads=a.threads, servers=2) as ap:
         rc, hs = ap.tsload("handshake", "--duration", a.duration, "--concurrency", a.concurrency,
                            "--quiet")
         # The floor: what the same Apache spends on a new connection and a trivial request.
@@ -207,7 +210,7 @@ def bench_handshake(a):
     raw2 = parse(r.stdout)
     raw_us = (val(raw, "noise_respond_us") + val(raw2, "noise_respond_us")) / 2
     per = val(hs, "server_cpu_us_per_handshake")
-    print("=== handshake CPU")
+    print(f"=== handshake CPU{' (TLS: the TLS handshake is included)' if a.tls else ''}")
     print(f"  raw ts_noise_respond           {raw_us:8.1f} us  (before {val(raw, 'noise_respond_us')},"
           f" after {val(raw2, 'noise_respond_us')})")
     print(f"  raw + early payload seal       {raw_us + val(raw, 'early_payload_us'):8.1f} us")
@@ -295,7 +298,8 @@ def main(argv):
     h = sub.add_parser("handshake")
     h.add_argument("--duration", type=float, default=20)
     h.add_argument("--concurrency", type=int, default=16)
-    h.add_argument("--threads", type=int, default=25)
+    h.add_argument("--threads", type=int, default=64)
+    h.add_argument("--tls", action="store_true", help="over TLS (not a target: for comparison)")
     m = sub.add_parser("memory")
     m.add_argument("--conns", type=int, nargs="*", default=[1000, 5000, 10000],
                    help="cleartext runs (none: --conns alone)")
