@@ -186,8 +186,11 @@ def header():
           f"{os.cpu_count()} CPUs ({cpu}), kernel {platform.release()}, module {rev}")
 
 
-# Settings for many long-lived connections (docs/mpm.md): a deep accept queue, small stacks.
-GLOBAL_CONF = "ListenBacklog 4096\nThreadStackSize 262144\n"
+# Settings for many long-lived connections (docs/mpm.md): a deep accept queue, small stacks;
+# and, as in Debian's apache2.conf, no .htaccess lookups (devserver's config has no such block,
+# so every request would try to open .htaccess in each directory above DocumentRoot).
+GLOBAL_CONF = ("ListenBacklog 4096\nThreadStackSize 262144\n"
+               "<Directory />\n    AllowOverride None\n</Directory>\n")
 
 
 def bench_handshake(a):
@@ -196,7 +199,7 @@ def bench_handshake(a):
                        check=True)
     raw = parse(r.stdout)
     dump("raw crypto (noisebench, 1 thread)", raw)
-    with Apache("handshake", tls=a.tls, threads=a.threads, servers=2) as ap:
+    with Apache("handshake", tls=a.tls, threads=a.threads, servers=2, global_conf=GLOBAL_CONF) as ap:
         rc, hs = ap.tsload("handshake", "--duration", a.duration, "--concurrency", a.concurrency,
                            "--quiet")
         # The floor: what the same Apache spends on a new connection and a trivial request.
