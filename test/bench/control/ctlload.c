@@ -298,6 +298,38 @@ static double self_cpu(void)
            + (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* CPU seconds spent by the whole box (all CPUs, not idle) so far. */
+static double sys_busy(void)
+{
+    unsigned long long v[10] = { 0 }, busy = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    int i, k;
+
+    if (!f) return 0;
+    k = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+               &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    for (i = 0; i < k; i++) {
+        if (i != 3 && i != 4) busy += v[i];      /* not idle, not iowait */
+    }
+    return (double)busy / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU used by other processes on the box: anything else competing for the cores. */
+typedef struct { double sys, apache, self; } cpu_mark_t;
+
+static cpu_mark_t cpu_mark(void)
+{
+    cpu_mark_t m = { sys_busy(), ps_cpu(opt.apache_pid), self_cpu() };
+    return m;
+}
+
+static double other_cpu(cpu_mark_t a, cpu_mark_t b)
+{
+    double o = (b.sys - a.sys) - (b.apache - a.apache) - (b.self - a.self);
+    return o > 0 ? o : 0;
+}
+
 static long self_rss_kb(void)
 {
     return ps_field_kb("/proc/self/status", "VmRSS");
@@ -1433,7 +1465,8 @@ static int mode_register(void)
     ident_t *ids = calloc((size_t)opt.nodes, sizeof(*ids));
     node_t *ns;
     long i, next = 0, up = 0, nlat = 0;
-    double t0, t_all_up = 0, t_fire, t_last = 0, cpu0, cpu1, me0, *lat, last_log;
+    double t0, t_all_up = 0, t_fire, t_last = 0, cpu0, cpu1, me0, *lat, last_log, *done;
+    cpu_mark_t mk0, mk1;
     char prefix[32];
 
     if (!ids || !opt.authkey || !opt.keys) return 2;
@@ -1448,6 +1481,7 @@ static int mode_register(void)
     me0 = self_cpu();
     cpu0 = ps_cpu(opt.apache_pid);
     t0 = last_log = now_s();
+    mk0 = cpu_mark();
     /* Connect (and, with --pipeline, register) with at most --concurrency in set-up. */
     for (;;) {
         double t = now_s();
@@ -1488,6 +1522,7 @@ static int mode_register(void)
         cpu0 = ps_cpu(opt.apache_pid);
         reg_fire = 1;
         t_fire = now_s();
+        mk0 = cpu_mark();
         for (i = 0; i < opt.nodes; i++) {
             if (ns[i].state == ST_H2 && !ns[i].closing) send_register(&ns[i]);
             if (ns[i].closing) node_close(&ns[i]);
@@ -1519,8 +1554,11 @@ static int mode_register(void)
     }
     else t_fire = t0;
     cpu1 = ps_cpu(opt.apache_pid);
+    mk1 = cpu_mark();
+    done = calloc((size_t)opt.nodes, sizeof(double));
     for (i = 0; i < opt.nodes; i++) {
         if (ns[i].reg_ok) {
+            done[nlat] = ns[i].t_reg_done;
             lat[nlat++] = ns[i].t_reg_done - ns[i].t_reg_sent;
             if (ns[i].t_reg_done > t_last) t_last = ns[i].t_reg_done;
         }
@@ -1530,7 +1568,15 @@ static int mode_register(void)
     printf("register_wall_s %.3f\n", t_last > 0 ? t_last - t_fire : 0.0);
     printf("registrations_per_s %.1f\n", t_last > t_fire ? (double)reg_ok / (t_last - t_fire) : 0);
     print_dist("register_latency", lat, nlat);
+    /* The rate early and late in the run: constant unless a registration costs O(nodes). */
+    qsort(done, (size_t)nlat, sizeof(double), cmp_d);
+    if (nlat >= 20) {
+        long d = nlat / 10;
+        printf("registrations_per_s_first_tenth %.1f\nregistrations_per_s_last_tenth %.1f\n",
+               (double)d / (done[d - 1] - t_fire), (double)d / (done[nlat - 1] - done[nlat - 1 - d]));
+    }
     printf("client_cpu_s %.2f\n", self_cpu() - me0);
+    printf("other_processes_cpu_s %.2f\n", other_cpu(mk0, mk1));
     if (opt.apache_pid) {
         printf("server_cpu_s %.2f\n", cpu1 - cpu0);
         if (t_last > t_fire) printf("server_cpu_pct %.0f\n", (cpu1 - cpu0) * 100 / (t_last - t_fire));
@@ -1630,6 +1676,7 @@ static int mode_maps(void)
     double t0, last_log, cpu0, cpu_first, cpu_settle, me0, me_first, t_all = 0, t_settled;
     double *lat0, *latm, *lath;
     ps_mem_t m_before, m_after;
+    cpu_mark_t mk0, mk1, mk2;
     char prefix[32];
     int rc = 0;
 
@@ -1652,6 +1699,7 @@ static int mode_maps(void)
              opt.concurrency);
     me0 = self_cpu();
     cpu0 = ps_cpu(opt.apache_pid);
+    mk0 = cpu_mark();
     t0 = last_log = now_s();
     for (;;) {
         double t = now_s();
@@ -1676,6 +1724,7 @@ static int mode_maps(void)
         }
     }
     t_all = now_s();
+    mk1 = cpu_mark();
     me_first = self_cpu();
     cpu_first = ps_cpu(opt.apache_pid);
     for (i = 0, nlat = 0, first_ok = 0; i < n; i++) {
@@ -1723,6 +1772,7 @@ static int mode_maps(void)
         if (rawn) printf("first_map_json_avg_bytes %.0f\n", rawsum / (double)rawn);
         printf("cold_start_client_cpu_s %.2f\n", me_first - me0);
         if (opt.apache_pid) printf("cold_start_server_cpu_s %.2f\n", cpu_first - cpu0);
+        printf("cold_start_other_processes_cpu_s %.2f\n", other_cpu(mk0, mk1));
     }
     /* The storm of presence/endpoint deltas that the connections caused: wait for quiet. */
     progress("waiting for the deltas to settle (no frame for %.0f s)", opt.quiet);
@@ -1780,6 +1830,7 @@ static int mode_maps(void)
         double *ja = calloc((size_t)opt.joins, sizeof(double));
         double *jo = calloc((size_t)opt.joins, sizeof(double));
         double cpu_j0 = ps_cpu(opt.apache_pid), me_j0 = self_cpu();
+        cpu_mark_t mj0 = cpu_mark();
         int j, ok = 0;
         long own_bad = 0;
 
@@ -1820,6 +1871,8 @@ static int mode_maps(void)
         printf("join_delta_parses %ld\n", J.parses);
         printf("joins_client_cpu_s %.2f\n", self_cpu() - me_j0);
         if (opt.apache_pid) printf("joins_server_cpu_s %.2f\n", ps_cpu(opt.apache_pid) - cpu_j0);
+        mk2 = cpu_mark();
+        printf("joins_other_processes_cpu_s %.2f\n", other_cpu(mj0, mk2));
         if (ok < opt.joins || missing_total) rc = 1;
     }
     if (opt.hold > 0) {
