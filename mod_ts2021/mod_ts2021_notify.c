@@ -42,6 +42,7 @@ typedef struct notify_tailnet {
 static notify_shm *shm;
 static apr_array_header_t *tailnets;    /* notify_tailnet, registered in child_init */
 static apr_thread_t *notifier;
+static apr_pool_t *notifier_pool;
 static volatile apr_uint32_t notify_stop;
 
 static long futex(volatile apr_uint32_t *addr, int op, apr_uint32_t val, const struct timespec *ts)
@@ -142,7 +143,9 @@ static void *APR_THREAD_FUNC notify_main(apr_thread_t *thd, void *data)
     apr_time_t next_poll = 0;
 
     (void)thd;
-    apr_pool_create(&iter, p);
+    /* Own allocators: pchild's is not for threads other than the child's main one. */
+    (void)p;
+    apr_pool_create_unmanaged_ex(&iter, NULL, NULL);
     notify_run_callbacks(1);   /* initial load */
     while (!apr_atomic_read32(&notify_stop)) {
         struct timespec ts = { 0, 0 };
@@ -171,6 +174,7 @@ static void *APR_THREAD_FUNC notify_main(apr_thread_t *thd, void *data)
             notify_run_callbacks(0);
         }
     }
+    apr_pool_destroy(iter);
     return NULL;
 }
 
@@ -179,11 +183,14 @@ static apr_status_t notify_child_exit(void *data)
     apr_status_t rv;
 
     (void)data;
+    if (!notifier) return APR_SUCCESS;
     apr_atomic_set32(&notify_stop, 1);
     if (shm) futex(&shm->word, FUTEX_WAKE, INT32_MAX, NULL);
     apr_thread_join(&rv, notifier);
     if (shm) apr_atomic_cas32(&shm->leader_pid, 0, (apr_uint32_t)getpid());
     notifier = NULL;
+    apr_pool_destroy(notifier_pool);
+    notifier_pool = NULL;
     return APR_SUCCESS;
 }
 
@@ -200,12 +207,18 @@ void ts_notify_start(apr_pool_t *pchild, server_rec *s)
     apr_status_t rv;
 
     if (!shm || !tailnets || !tailnets->nelts) return;
-    apr_pool_create(&p, pchild);
+    apr_pool_create_unmanaged_ex(&p, NULL, NULL);
+    notifier_pool = p;
     rv = apr_thread_create(&notifier, NULL, notify_main, p, p);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, APLOGNO(11001)
                      "TS2021: cannot start the change notifier thread");
+        apr_pool_destroy(p);
+        notifier_pool = NULL;
         return;
     }
     apr_pool_pre_cleanup_register(pchild, NULL, notify_child_exit);
+    /* Also before the shared memory goes away with the process pool, should the MPM exit
+     * without destroying pchild first (one-process mode). */
+    apr_pool_pre_cleanup_register(s->process->pool, NULL, notify_child_exit);
 }

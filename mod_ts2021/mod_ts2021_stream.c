@@ -607,6 +607,12 @@ static void tailnet_keepalive_frames(ts_tailnet_rt *rt)
     }
 }
 
+static apr_status_t tailnet_pool_destroy(void *data)
+{
+    apr_pool_destroy(data);
+    return APR_SUCCESS;
+}
+
 static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int index)
 {
     ts_server_conf *conf = ts_conf(s);
@@ -614,7 +620,10 @@ static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int inde
     apr_pool_t *p;
     const char *err = NULL;
 
-    apr_pool_create(&p, pchild);
+    /* Its own allocator: the view grows from worker and notifier threads (under rt->mu),
+     * and pchild's allocator is not to be shared with them. */
+    apr_pool_create_unmanaged_ex(&p, NULL, NULL);
+    apr_pool_cleanup_register(pchild, p, tailnet_pool_destroy, apr_pool_cleanup_null);
     rt = apr_pcalloc(p, sizeof(*rt));
     rt->pool = p;
     rt->index = index;
