@@ -391,7 +391,9 @@ def test_bad_http2_preface_gets_goaway_then_1002(ts_server):
     conn.pending = rest
     conn.send(ws.frame(ws.OP_BINARY, sess.seal(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"z" * 100)))
     data, close = read_to_close(conn)
-    assert data[:1] == bytes([noise.TYPE_RECORD])
+    # The server's SETTINGS record comes first unless the garbage reached it before they
+    # were sent (it can arrive with the upgrade's buffered bytes); then the 1002 close.
+    assert data[:1] in (b"", bytes([noise.TYPE_RECORD]))
     assert close == (ws.CLOSE_PROTOCOL, "")
     sock.close()
     assert_serving(ts_server)
