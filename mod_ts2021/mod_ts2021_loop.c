@@ -272,9 +272,13 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
     ts_router_env(&env, &lc->ctx);
     env.websocket = websocket;
     rv = ts_conn_create(&lc->core, ns, &env, &why);
-    /* Fed here, on the handler's thread: the loop has not seen this connection yet. */
-    if (rv == APR_SUCCESS && initial_len) {
-        rv = ts_conn_recv(lc->core, initial, initial_len, &why);
+    /* Fed here, on the handler's thread: the loop has not seen this connection yet. A
+     * failure still goes to the loop, which sends what it produced (a GOAWAY, a WebSocket
+     * close) and then closes. */
+    if (rv == APR_SUCCESS && initial_len
+        && ts_conn_recv(lc->core, initial, initial_len, &why) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, APLOGNO(10963)
+                     "TS2021 connection from %s failing: %s", client_ip, why);
     }
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_INFO, rv, s, APLOGNO(10962)

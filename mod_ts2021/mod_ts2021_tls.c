@@ -214,9 +214,8 @@ int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
     rv = tls_setup(tc, r, &ps);
     if (rv == APR_SUCCESS) rv = ts_conn_create(&tc->core, ns, &env, &why);
     else ts_noise_session_wipe(ns);
-    if (rv == APR_SUCCESS && initial_len) {
-        rv = ts_conn_recv(tc->core, initial, initial_len, &why);
-    }
+    /* A failure here still lets the loop send what it produced, then close. */
+    if (rv == APR_SUCCESS && initial_len) ts_conn_recv(tc->core, initial, initial_len, &why);
     if (rv == APR_SUCCESS) {
         ts_status_add(TS_STATUS_TLS, 1);
         why = tls_loop(tc, ps);
