@@ -113,9 +113,16 @@ class Apache:
         cmd += [str(x) for x in extra]
         log("running " + " ".join(cmd[1:]))
         k0 = tcp_counters()
+        b0, a0 = busy_seconds(), instance_cpu(self.pid)
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run(["prlimit", f"--nofile={NOFILE}:{NOFILE}"] + cmd,
                            stdout=subprocess.PIPE, text=True, timeout=timeout)
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy, apache = busy_seconds() - b0, instance_cpu(self.pid) - a0
+        client = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
         d = parse(r.stdout)
+        # What neither this Apache nor tsload used: other people's work on a shared box.
+        d["box_other_cpu_s"] = [f"{busy - apache - client:.2f}"]
         for k, v in tcp_counters().items():
             d[f"kernel_{k}"] = [str(v - k0.get(k, 0))]
         return r.returncode, d
@@ -135,6 +142,49 @@ def tcp_counters():
     except OSError:
         pass
     return out
+
+
+def busy_seconds():
+    """CPU seconds the whole box has been busy (all CPUs, /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def instance_cpu(parent):
+    """CPU seconds of an Apache instance: parent, live children, reaped children."""
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ppid = int(fields[1])
+        if int(pid) == parent:
+            total += sum(int(x) for x in fields[11:15])
+        elif ppid == parent:
+            total += int(fields[11]) + int(fields[12])
+    return total / tck
+
+
+def wait_idle(limit_s, max_busy=0.25):
+    """Waits (up to limit_s) until the box is idle: others' benchmarks distort CPU figures."""
+    t0 = time.monotonic()
+    while True:
+        b0 = busy_seconds()
+        time.sleep(2)
+        load = (busy_seconds() - b0) / 2
+        if load <= max_busy:
+            return load
+        if time.monotonic() - t0 > limit_s:
+            log(f"box still busy ({load:.2f} CPUs in use by others); measuring anyway")
+            return load
+        log(f"box busy ({load:.2f} CPUs in use by others); waiting")
 
 
 def parse(text):
@@ -199,6 +249,7 @@ def bench_handshake(a):
                        check=True)
     raw = parse(r.stdout)
     dump("raw crypto (noisebench, 1 thread)", raw)
+    wait_idle(a.wait_idle)
     with Apache("handshake", tls=a.tls, threads=a.threads, servers=2, global_conf=GLOBAL_CONF) as ap:
         rc, hs = ap.tsload("handshake", "--duration", a.duration, "--concurrency", a.concurrency,
                            "--quiet")
@@ -226,6 +277,8 @@ def bench_handshake(a):
     if per:
         rest = per - raw_us - val(raw, "early_payload_us") - val(floor, "server_cpu_us_per_handshake", 0)
         print(f"  rest (takeover, loop, HTTP/2)  {rest:8.1f} us")
+    print(f"  other processes on the box     {val(hs, 'box_other_cpu_s')} CPU-s during the "
+          f"{val(hs, 'wall_s')} s run (should be near 0)")
     print(f"  handshakes ok / failed         {int(val(hs, 'handshakes_ok', 0))} / "
           f"{int(val(hs, 'handshakes_failed', 0))}  at {val(hs, 'rate_per_s')}/s, "
           f"client {val(hs, 'client_cpu_us_per_handshake')} us CPU each")
@@ -280,12 +333,14 @@ def bench_memory(a):
 
 def bench_restart(a):
     header()
+    wait_idle(a.wait_idle)
     with Apache("restart", threads=64, servers=2, global_conf=GLOBAL_CONF) as ap:
         rc, d = ap.tsload("restart", "--conns", a.conns, "--concurrency", 1000,
                           "--restart-timeout", a.timeout)
     dump(f"graceful restart with {a.conns} connections (tsload, exit {rc})", d)
     print("=== reconnect after graceful restart (SIGUSR1, TS2021DrainTime 10 s default)")
     print(f"  all {a.conns} working again after   {val(d, 'all_reconnected_s')} s   (target <= 30 s)")
+    print(f"  other processes on the box     {val(d, 'box_other_cpu_s')} CPU-s during the run")
     print(f"  GOAWAYs seen from {val(d, 'first_drop_s')} s to {val(d, 'last_drop_s')} s; "
           f"closed without GOAWAY {int(val(d, 'closed_without_goaway', 0))}")
     print(f"  reconnect latency p50/p99/max  {val(d, 'reconnect_latency_p50_ms')} / "
@@ -303,6 +358,8 @@ def main(argv):
     h.add_argument("--concurrency", type=int, default=16)
     h.add_argument("--threads", type=int, default=64)
     h.add_argument("--tls", action="store_true", help="over TLS (not a target: for comparison)")
+    h.add_argument("--wait-idle", type=float, default=600,
+                   help="wait up to this many seconds for other load on the box to stop")
     m = sub.add_parser("memory")
     m.add_argument("--conns", type=int, nargs="*", default=[1000, 5000, 10000],
                    help="cleartext runs (none: --conns alone)")
@@ -313,6 +370,7 @@ def main(argv):
     r = sub.add_parser("restart")
     r.add_argument("conns", type=int, nargs="?", default=5000)
     r.add_argument("--timeout", type=float, default=120)
+    r.add_argument("--wait-idle", type=float, default=600)
     a = ap.parse_args(argv)
     for tool in (TSLOAD, NOISEBENCH, CONNMEM, MODULE):
         if not os.path.exists(tool):
