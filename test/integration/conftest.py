@@ -10,7 +10,13 @@ import tempfile
 import http.client
 import ssl
 
+import glob
+import resource
+
 import pytest
+
+# Crashed children leave a core in STATE/apache/run; stop() prints their backtraces.
+resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEVSERVER = os.path.join(TOP, "build", "devserver")
@@ -106,7 +112,17 @@ class Server:
         if check_log:
             log = self.errlog()
             for bad in ("Segmentation fault", "exit signal", "AddressSanitizer", "AH00052"):
-                assert bad not in log, f"Apache error log shows a crash ({bad}):\n{log}"
+                assert bad not in log, (f"Apache error log shows a crash ({bad}):\n{log}\n"
+                                        + self.core_backtraces())
+
+    def core_backtraces(self):
+        out = ""
+        for core in glob.glob(os.path.join(self.state, "apache", "run", "core*")):
+            r = subprocess.run(["gdb", "-batch", "-ex", "thread apply all bt 15", APACHE, core],
+                               capture_output=True, text=True)
+            out += f"--- {core}\n" + "\n".join(l for l in r.stdout.splitlines()
+                                               if l.startswith(("#", "Thread")))
+        return out
 
     def conn(self, timeout=10):
         if self.tls:
