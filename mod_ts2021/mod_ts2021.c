@@ -67,6 +67,7 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
 {
     if (!ts_any_enabled(s)) return;
     ts_status_child_init(pchild);
+    ts_conn_child_init();
     ts_dbd_child_init(pchild, s);
     ts_loop_child_init(pchild, s);
     ts_tailnets_child_init(pchild, s);
@@ -92,6 +93,18 @@ static int ts_handler(request_rec *r)
     return DECLINED;
 }
 
+/* /key and /ts2021 are no files: skip core's directory walk (stats and .htaccess lookups
+ * on every request; <Location> sections still apply). */
+static int ts_map_to_storage(request_rec *r)
+{
+    ts_server_conf *conf = ts_conf(r->server);
+
+    if (conf->enabled == 1 && r->uri && (!strcmp(r->uri, "/key") || !strcmp(r->uri, "/ts2021"))) {
+        return OK;
+    }
+    return DECLINED;
+}
+
 static void ts_register_hooks(apr_pool_t *p)
 {
     static const char *const after_dbd[] = { "mod_dbd.c", NULL };
@@ -101,6 +114,7 @@ static void ts_register_hooks(apr_pool_t *p)
     ap_hook_post_config(ts_post_config, after_dbd, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(ts_child_init, after_dbd, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(ts_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_map_to_storage(ts_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(ts_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ts_status_register_hooks();
 }

@@ -17,12 +17,47 @@
 #include <apr_portable.h>
 
 #include "ts_frame.h"
+#include "ts_crypto.h"
+#include <apr_atomic.h>
 #include "ts_util.h"
 #include "ts_ws.h"
 
 APLOG_USE_MODULE(ts2021);
 
 #define TS_UPGRADE_TOKEN "tailscale-control-protocol"
+
+/* The early payload's node-key challenge: one key pair per child, not one per connection
+ * (an X25519 each time, for a key no client uses yet), replaced every hour. */
+#define TS_CHALLENGE_LIFETIME apr_time_from_sec(3600)
+
+static uint8_t challenge_keys[2][TS_NOISE_KEY_LEN];
+static volatile apr_uint32_t challenge_current, challenge_rotating;
+static volatile apr_time_t challenge_made;
+
+void ts_conn_child_init(void)
+{
+    uint8_t pub[TS_NOISE_KEY_LEN];
+
+    ts_crypto_x25519_keypair(challenge_keys[0], pub);
+    challenge_made = apr_time_now();
+}
+
+static const uint8_t *conn_challenge_key(void)
+{
+    apr_time_t now = apr_time_now();
+    uint8_t pub[TS_NOISE_KEY_LEN];
+
+    if (now - challenge_made > TS_CHALLENGE_LIFETIME
+        && apr_atomic_cas32(&challenge_rotating, 1, 0) == 0) {
+        /* Fill the other slot, then switch: readers of the current one are undisturbed. */
+        apr_uint32_t next = apr_atomic_read32(&challenge_current) ^ 1;
+        ts_crypto_x25519_keypair(challenge_keys[next], pub);
+        challenge_made = now;
+        apr_atomic_set32(&challenge_current, next);
+        apr_atomic_set32(&challenge_rotating, 0);
+    }
+    return challenge_keys[apr_atomic_read32(&challenge_current)];
+}
 #define TS_HANDSHAKE_HEADER "X-Tailscale-Handshake"
 #define TS_WS_UPGRADE_TOKEN "websocket"
 
@@ -354,7 +389,8 @@ int ts_conn_handler(request_rec *r)
         ts_noise_session_wipe(&ns);
         return conn_refuse(r, HTTP_BAD_REQUEST, reason);
     }
-    rv = ts_frame_early_payload_seal(&ns.tx, ns.version, NULL, out + TS_NOISE_MSG2_LEN,
+    rv = ts_frame_early_payload_seal(&ns.tx, ns.version, conn_challenge_key(),
+                                     out + TS_NOISE_MSG2_LEN,
                                      sizeof(out) - TS_NOISE_MSG2_LEN, &early, &err);
     if (rv != APR_SUCCESS || conn_send_101(r, out, TS_NOISE_MSG2_LEN + early) != APR_SUCCESS) {
         ts_noise_session_wipe(&ns);

@@ -13,6 +13,8 @@ int ts_conn_handler(request_rec *r);
 /* After the 101: hands the connection to the loop (cleartext) or drives it on this
  * worker thread (TLS). Takes over ns. */
 int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns, int websocket);
+/* Per child: the early payload's challenge key pair. */
+void ts_conn_child_init(void);
 
 /* mod_ts2021_loop.c: one event-loop thread per child. */
 void ts_loop_child_init(apr_pool_t *pchild, server_rec *s);

@@ -25,7 +25,7 @@ APLOG_USE_MODULE(ts2021);
 #define LOOP_BACKLOG_LIMIT    (1u << 20)
 /* No byte out for this long while output is pending: the peer is gone. */
 #define LOOP_WRITE_STALL      apr_time_from_sec(60)
-/* A connection with nothing open and no traffic for this long is closed. */
+/* No traffic either way for this long: closed (map streams send keep-alives well within). */
 #define LOOP_IDLE_TIMEOUT     apr_time_from_sec(600)
 /* After its GOAWAY a connection gets this long to finish before it is cut. */
 #define LOOP_DRAIN_GRACE      apr_time_from_sec(5)

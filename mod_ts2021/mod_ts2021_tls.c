@@ -14,7 +14,8 @@
 
 APLOG_USE_MODULE(ts2021);
 
-#define TLS_READ_CHUNK        (16u << 10)
+/* On the thread's stack: keep it small (each TLS connection holds a thread). */
+#define TLS_READ_CHUNK        (4u << 10)
 #define TLS_BACKLOG_LIMIT     (1u << 20)
 #define TLS_IDLE_TIMEOUT      apr_time_from_sec(600)
 #define TLS_DRAIN_GRACE       apr_time_from_sec(5)
