@@ -30,6 +30,9 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
  * the connection filters (TLS, or cleartext when no loop runs). Returns at its end. */
 int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
                size_t initial_len, int websocket);
+/* When a stopping child's connection leaves: a random moment in the drain window, which
+ * starts about a second late so that the new generation of children accepts by then. */
+apr_interval_time_t ts_drain_delay(apr_interval_time_t window);
 /* Number of connections the loop holds (for mod_status). */
 int ts_loop_count(void);
 /* 1 while the child is stopping (drivers drain). */

@@ -300,6 +300,13 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
     return rv;
 }
 
+apr_interval_time_t ts_drain_delay(apr_interval_time_t window)
+{
+    if (window <= 0) return 0;
+    return apr_time_from_sec(1) + (apr_time_t)randombytes_uniform((uint32_t)(window / 1000) + 1)
+                                  * 1000;
+}
+
 /* Picks each connection's moment to leave when the child stops: spread over the drain
  * window so that thousands of clients do not reconnect in the same second. */
 static void loop_start_drain(ts_loop *loop, apr_time_t now)
@@ -309,8 +316,7 @@ static void loop_start_drain(ts_loop *loop, apr_time_t now)
 
     for (lc = loop->list; lc; lc = lc->next) {
         if (lc->drain_at) continue;
-        lc->drain_at = now + (window > 0 ? (apr_time_t)randombytes_uniform(
-                                  (uint32_t)(window / 1000) + 1) * 1000 : 0);
+        lc->drain_at = now + ts_drain_delay(window);
     }
 }
 

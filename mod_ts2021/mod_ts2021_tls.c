@@ -131,8 +131,7 @@ static const char *tls_timers(tls_conn *tc, apr_time_t now)
     if (tc->cut_at && now >= tc->cut_at) return "drained";
     if (!tc->drain_at && tls_stopping()) {
         apr_interval_time_t window = ts_config_drain_time(ts_conf(tc->ctx.s));
-        tc->drain_at = now + (apr_time_t)randombytes_uniform((uint32_t)(window / 1000) + 1)
-                             * 1000;
+        tc->drain_at = now + ts_drain_delay(window);
     }
     if (tc->drain_at && !tc->cut_at && now >= tc->drain_at) {
         ts_conn_goaway(tc->core);
