@@ -13,7 +13,8 @@
  *             up instead (connect + handshake + register, end to end).
  *   maps      --keys FILE [--nodes N] [--joins J --authkey K]
  *             cold start: every node of FILE opens its connection and map stream at once
- *             (at most --concurrency handshakes in flight); time until each has its first full
+ *             (at most --concurrency handshakes in flight), each with a fresh disco key (its
+ *             tailscaled restarted too; --same-disco: not); time until each has its first full
  *             map, and the peers it lists. Then waits for the delta storm to settle, reports
  *             the server's memory per connected node, and does J joins one after another: a
  *             new node registers and opens its map; the time from its map request (and from
@@ -81,10 +82,13 @@ static struct {
     int retry;                  /* map streams: reconnect after a failure before the first map */
     double hold;                /* maps: stay connected this long at the end */
     int quiet_log;
+    long expect_peers;          /* maps: peers a first map should list (-1: keys - 1) */
+    int same_disco;             /* maps: keep the disco keys of the keys file */
 } opt = {
     .host = "127.0.0.1", .version = 145, .concurrency = 1000, .timeout = 120,
     .joins = 0, .join_timeout = 30, .join_gap = 1, .decode = DECODE_ALL, .decode_every = 1,
     .verify = 3, .quiet = 3, .settle_max = 120, .retry = 1,
+    .expect_peers = -1,
 };
 
 static double now_s(void)
@@ -339,6 +343,8 @@ static long self_rss_kb(void)
 
 typedef struct ident {
     uint8_t mpriv[32], npriv[32], dpriv[32];
+    long seq;                   /* makes its Hostinfo, endpoints and host name */
+    char name[48];
     char nodekey[8 + 64 + 1];
     char discokey[9 + 64 + 1];
 } ident_t;
@@ -388,7 +394,7 @@ static int idents_save(const char *path, const ident_t *ids, long n)
         hex(a, ids[i].mpriv, 32);
         hex(b, ids[i].npriv, 32);
         hex(c, ids[i].dpriv, 32);
-        fprintf(f, "%s %s %s\n", a, b, c);
+        fprintf(f, "%s %s %s %ld %s\n", a, b, c, ids[i].seq, ids[i].name);
     }
     return fclose(f);
 }
@@ -396,12 +402,12 @@ static int idents_save(const char *path, const ident_t *ids, long n)
 static long idents_load(const char *path, ident_t **out)
 {
     FILE *f = fopen(path, "r");
-    char a[80], b[80], c[80];
-    long n = 0, cap = 1024;
+    char a[80], b[80], c[80], name[48];
+    long n = 0, cap = 1024, seq;
     ident_t *ids = malloc(sizeof(*ids) * (size_t)cap);
 
     if (!f || !ids) return -1;
-    while (fscanf(f, "%79s %79s %79s", a, b, c) == 3) {
+    while (fscanf(f, "%79s %79s %79s %ld %47s", a, b, c, &seq, name) == 5) {
         if (n == cap) {
             cap *= 2;
             ids = realloc(ids, sizeof(*ids) * (size_t)cap);
@@ -414,6 +420,8 @@ static long idents_load(const char *path, ident_t **out)
             return -1;
         }
         ident_texts(&ids[n]);
+        ids[n].seq = seq;
+        memcpy(ids[n].name, name, sizeof(name));
         n++;
     }
     fclose(f);
@@ -730,7 +738,7 @@ static int send_register(node_t *n)
     int len;
 
     if (!body) return -1;
-    hostinfo(hi, sizeof(hi), n->name, n->idx);
+    hostinfo(hi, sizeof(hi), n->name, n->id->seq);
     len = snprintf(body, 4096,
                    "{\"Version\":%d,\"NodeKey\":\"%s\",\"OldNodeKey\":\"nodekey:"
                    "0000000000000000000000000000000000000000000000000000000000000000\","
@@ -744,11 +752,11 @@ static int send_register(node_t *n)
 static int send_map(node_t *n)
 {
     char hi[1200], *body = malloc(4096);
-    long i = n->idx;
+    long i = n->id->seq;
     int len;
 
     if (!body) return -1;
-    hostinfo(hi, sizeof(hi), n->name, n->idx);
+    hostinfo(hi, sizeof(hi), n->name, n->id->seq);
     len = snprintf(body, 4096,
                    "{\"Version\":%d,\"NodeKey\":\"%s\",\"DiscoKey\":\"%s\","
                    "\"Endpoints\":[\"198.51.%ld.%ld:41641\",\"10.%ld.%ld.%ld:41641\"],"
@@ -1453,7 +1461,11 @@ static node_t *nodes_make(ident_t *ids, long count, int role, const char *prefix
         ns[i].id = &ids[i];
         ns[i].fd = -1;
         ns[i].peers = -1;
-        snprintf(ns[i].name, sizeof(ns[i].name), "%s-%ld", prefix, i);
+        if (!ids[i].name[0]) {      /* a new identity: name and number it */
+            ids[i].seq = i;
+            snprintf(ids[i].name, sizeof(ids[i].name), "%s-%ld", prefix, i);
+        }
+        snprintf(ns[i].name, sizeof(ns[i].name), "%s", ids[i].name);
     }
     return ns;
 }
@@ -1471,10 +1483,6 @@ static int mode_register(void)
 
     if (!ids || !opt.authkey || !opt.keys) return 2;
     for (i = 0; i < opt.nodes; i++) ident_new(&ids[i]);
-    if (idents_save(opt.keys, ids, opt.nodes) != 0) {
-        perror("ctlload: keys file");
-        return 2;
-    }
     snprintf(prefix, sizeof(prefix), "node%d", (int)getpid() % 1000);
     ns = nodes_make(ids, opt.nodes, ROLE_REG, prefix);
     lat = calloc((size_t)opt.nodes, sizeof(double));
@@ -1563,6 +1571,20 @@ static int mode_register(void)
             if (ns[i].t_reg_done > t_last) t_last = ns[i].t_reg_done;
         }
     }
+    /* The keys file lists the nodes that did register: the maps mode expects every one of
+     * them to get a map. */
+    {
+        ident_t *okids = calloc((size_t)opt.nodes, sizeof(*okids));
+        long k = 0;
+        for (i = 0; i < opt.nodes; i++) {
+            if (ns[i].reg_ok) okids[k++] = ids[i];
+        }
+        if (idents_save(opt.keys, okids, k) != 0) {
+            perror("ctlload: keys file");
+            return 2;
+        }
+        free(okids);
+    }
     printf("registered %ld\nregister_failed %ld\n", reg_ok, reg_failed);
     print_reasons("failure");
     printf("register_wall_s %.3f\n", t_last > 0 ? t_last - t_fire : 0.0);
@@ -1608,6 +1630,8 @@ static double join_one(int j, double *lat_peer_map, double *lat_disco_map, doubl
 
     ident_new(id);
     snprintf(prefix, sizeof(prefix), "join%d-%d", (int)getpid() % 1000, j);
+    id->seq = 1000000 + j;
+    snprintf(id->name, sizeof(id->name), "%s", prefix);
     jn = nodes_make(id, 1, ROLE_JOIN, prefix);
     jn->idx = 1000000 + j;
     J.id = id;
@@ -1630,9 +1654,22 @@ static double join_one(int j, double *lat_peer_map, double *lat_disco_map, doubl
         if (t - t0 > opt.join_timeout) break;
     }
     J.active = 0;
-    *own_first = jn->frames ? jn->t_first - jn->t_map_sent : -1;
-    *own_peers = jn->peers;
     *missing = 0;
+    *own_peers = jn->peers;
+    if (!jn->frames) {
+        const char *why = jn->fail ? jn->fail
+                          : !jn->up ? "no connection within the join timeout"
+                          : !jn->reg_done ? "no register answer within the join timeout"
+                          : "no first map within the join timeout";
+        printf("join_%d_failed \"%s\"\n", j, why);
+        count_reason(why);
+        if (jn->state != ST_DEAD) {
+            node_fail(jn, NULL);
+            node_close(jn);
+        }
+        return -1;
+    }
+    *own_first = jn->t_first - jn->t_map_sent;
     for (i = 0; i < nbase; i++) {
         if (base[i].state != ST_H2 || !base[i].frames) continue;
         if (!(J.heard_peer[i] && J.heard_disco[i] && J.heard_online[i])) {
@@ -1653,14 +1690,12 @@ static double join_one(int j, double *lat_peer_map, double *lat_disco_map, doubl
         }
         k++;
     }
+    /* A stream that never heard: the join's "last stream" time is at least the timeout. */
+    if (*missing) tmax_d = tmax_all = tmax_p = opt.join_timeout;
     *nlat = k;
     *last_disco_map = tmax_d;
     *last_peer_reg = tmax_p;
     *last_all_map = tmax_all;
-    if (jn->state == ST_DEAD && !jn->frames) {
-        printf("join_%d_failed \"%s\"\n", j, jn->fail ? jn->fail : "?");
-        return -1;
-    }
     printf("join_%d register_ms %.1f map_first_ms %.1f last_stream_disco_ms %.1f "
            "last_stream_all_ms %.1f last_stream_peer_since_register_ms %.1f missing %ld "
            "own_peers %ld\n", j, (jn->t_reg_done - jn->t_reg_sent) * 1e3, *own_first * 1e3,
@@ -1684,7 +1719,14 @@ static int mode_maps(void)
         fprintf(stderr, "ctlload: no identities in %s\n", opt.keys);
         return 2;
     }
-    nkeys = n;
+    nkeys = opt.expect_peers >= 0 ? opt.expect_peers + 1 : n;
+    /* Every tailscaled restarted too (a fresh disco key each, as after a restart): every run
+     * then makes the same changes (DiscoKey patch, then online), whatever ran before. */
+    for (i = 0; i < n && !opt.same_disco; i++) {
+        uint8_t pub[32];
+        ts_crypto_x25519_keypair(ids[i].dpriv, pub);
+        ident_texts(&ids[i]);
+    }
     if (opt.nodes > 0 && opt.nodes < n) n = opt.nodes;
     snprintf(prefix, sizeof(prefix), "m");
     nbase = n;
@@ -1765,7 +1807,7 @@ static int mode_maps(void)
         print_dist("map_response_head_since_request", lath, nlat);
         printf("first_map_decoded %ld\nfirst_map_peers_min %ld\nfirst_map_peers_max %ld\n"
                "first_map_peers_expected %ld\nfirst_map_without_node_or_derpmap %ld\n",
-               decoded, peers_min, peers_max, n - 1, bad_first);
+               decoded, peers_min, peers_max, nkeys - 1, bad_first);
         printf("first_map_verified_json %ld\nfirst_map_verify_mismatch %ld\n", verified,
                verify_mismatch);
         printf("first_map_compressed_avg_bytes %.0f\n", first_ok ? zsum / (double)first_ok : 0);
@@ -1859,6 +1901,7 @@ static int mode_maps(void)
         }
         printf("joins_ok %d\njoins_failed %d\njoin_streams_missing %ld\n", ok, opt.joins - ok,
                missing_total);
+        print_reasons("join_failure");
         printf("join_own_map_unexpected_peer_count %ld\n", own_bad);
         print_dist("join_last_stream_disco_since_map_request", jd, ok);
         print_dist("join_last_stream_all_since_map_request", ja, ok);
@@ -1938,7 +1981,7 @@ static void usage(void)
             "       ctlload maps --port N --keys FILE [--nodes N] [--joins J --authkey K]\n"
             "               [--decode all|none|every:K] [--verify N] [--quiet-s S]\n"
             "               [--settle-max S] [--join-timeout S] [--join-gap S] [--hold S]\n"
-            "               [--no-retry]\n"
+            "               [--no-retry] [--expect-peers P] [--same-disco]\n"
             "  common: [--host IP] [--apache-pid PID] [--concurrency C] [--timeout S]\n"
             "          [--version CAPVER] [--quiet]\n");
     exit(2);
@@ -1973,6 +2016,8 @@ int main(int argc, char **argv)
         else if (ARG("--quiet-s")) opt.quiet = atof(v);
         else if (ARG("--settle-max")) opt.settle_max = atof(v);
         else if (ARG("--hold")) opt.hold = atof(v);
+        else if (ARG("--expect-peers")) opt.expect_peers = atol(v);
+        else if (!strcmp(a, "--same-disco")) opt.same_disco = 1;
         else if (!strcmp(a, "--no-retry")) opt.retry = 0;
         else if (!strcmp(a, "--quiet")) opt.quiet_log = 1;
         else if (ARG("--decode")) {

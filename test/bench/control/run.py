@@ -24,6 +24,7 @@ temporary directory is touched (BENCH_KEEP=1 keeps it).
 """
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -139,7 +140,7 @@ class Apache:
         except OSError:
             return []
         bad = [l for l in lines if re.search(r":(error|crit|alert|emerg)\]|segfault|exit signal|"
-                                             r"AH00161|MaxRequestWorkers", l)]
+                                             r"AH00161|MaxRequestWorkers|still did not exit", l)]
         return bad
 
     def ctl(self, *args):
@@ -149,6 +150,10 @@ class Apache:
         else:
             db = ["--db-driver", "mysql", "--db-params", self.dbparams]
         r = subprocess.run([CTL] + db + list(args), capture_output=True, text=True)
+        if self.db == "sqlite" and os.geteuid() == 0:
+            # files SQLite made for root must stay writable by the children (www-data)
+            subprocess.run(["chown", "-R", "www-data:www-data",
+                            os.path.join(self.state, "db")], check=False)
         if r.returncode != 0:
             raise RuntimeError(f"ts2021ctl {' '.join(args)}: {r.stderr.strip()}")
         return r.stdout
@@ -248,19 +253,36 @@ def one_run(a, work, db, dbparams, n):
         dump(f"{db} N={n}: register (ctlload exit {rc})", out)
         res["reg"] = parse(out)
         ap.stop()
-        errs = ap.errors()
-        ap.start()      # cold: fresh children, map views not loaded, nobody online
+        # Decoding 5,000 maps of 6 MB JSON costs the generator ~20 s of CPU that the server
+        # would otherwise have: above 1,000 nodes, every 10th first map is decoded.
+        decode = a.decode or ("all" if n <= 1000 else "every:10")
         extra = ["--keys", keys, "--authkey", authkey, "--joins", a.joins,
-                 "--concurrency", a.concurrency, "--timeout", a.timeout, "--decode", a.decode,
+                 "--concurrency", a.concurrency, "--timeout", a.timeout, "--decode", decode,
                  "--quiet-s", a.quiet]
-        rc, out = ap.ctlload("maps", *extra)
-        dump(f"{db} N={n}: cold start, memory, joins (ctlload exit {rc})", out)
-        res["maps"] = parse(out)
-        res["maps_text"] = out
+        # Other people's jobs on this shared box show up as CPU of other processes; a phase
+        # they disturbed is run again (fresh Apache each time), and the least disturbed kept.
+        best = None
+        for attempt in range(1, a.attempts + 1):
+            nodes = len(json.loads(ap.ctl("nodes", "list", "--json")))   # earlier joins too
+            ap.start()      # cold: fresh children, map views not loaded, nobody online
+            rc, out = ap.ctlload("maps", *extra, "--expect-peers", nodes - 1)
+            ap.stop()
+            d = parse(out)
+            other = num(d, "cold_start_other_processes_cpu_s", 0) + \
+                num(d, "joins_other_processes_cpu_s", 0)
+            dump(f"{db} N={n}: cold start, memory, joins, attempt {attempt} (ctlload exit {rc}; "
+                 f"other processes {other:.1f} s CPU)", out)
+            if best is None or other < best[0]:
+                best = (other, d, out)
+            if other < a.disturbed:
+                break
+        res["maps"] = best[1]
+        res["maps_text"] = best[2]
+        res["attempts"] = attempt
     finally:
         ap.stop()
         errs = ap.errors()
-        res["errors"] = errs
+        res["errors"] = sorted(set(errs))
         for l in errs[:10]:
             log("Apache error log: " + l)
         if len(errs) > 10:
@@ -270,7 +292,8 @@ def one_run(a, work, db, dbparams, n):
 
 def summary(res):
     r, m, n = res.get("reg", {}), res.get("maps", {}), res["n"]
-    print(f"=== {res['db']}, N = {n}")
+    print(f"=== {res['db']}, N = {n}" + (f" (maps phase: best of {res['attempts']} attempts)"
+                                          if res.get("attempts", 1) > 1 else ""))
     print(f"  (1) registrations/s           {num(r, 'registrations_per_s'):8.1f}   "
           f"({int(num(r, 'registered', 0))} ok, {int(num(r, 'register_failed', 0))} failed; "
           f"latency p50/p99/max {num(r, 'register_latency_p50_ms'):.0f}/"
@@ -291,7 +314,8 @@ def summary(res):
           f"{num(m, 'first_map_since_request_p99_ms') / 1e3:.2f}/"
           f"{num(m, 'first_map_since_request_max_ms') / 1e3:.2f} s")
     print(f"      peers listed {int(num(m, 'first_map_peers_min', -1))}.."
-          f"{int(num(m, 'first_map_peers_max', -1))} (expected {n - 1}; "
+          f"{int(num(m, 'first_map_peers_max', -1))} (expected "
+          f"{int(num(m, 'first_map_peers_expected', -1))}; "
           f"{int(num(m, 'first_map_decoded', 0))} maps decoded), "
           f"{num(m, 'first_map_compressed_avg_bytes', 0) / 1024:.0f} KiB zstd / "
           f"{num(m, 'first_map_json_avg_bytes', 0) / 1024:.0f} KiB JSON each; "
@@ -341,8 +365,14 @@ def main(argv):
                     help="cold start: give up after this many seconds")
     ap.add_argument("--reg-timeout", type=float, default=1800,
                     help="registration phase: give up after this many seconds")
-    ap.add_argument("--decode", default="all", help="first maps decoded: all|none|every:K")
+    ap.add_argument("--decode", default=None,
+                    help="first maps decoded: all|none|every:K (default: all up to 1000 nodes, "
+                         "else every:10)")
     ap.add_argument("--quiet", type=float, default=3, help="settled = no frame for this long")
+    ap.add_argument("--attempts", type=int, default=3,
+                    help="maps phase: runs while other processes disturb it")
+    ap.add_argument("--disturbed", type=float, default=1.0,
+                    help="a maps phase is disturbed when other processes used this many CPU s")
     ap.add_argument("--no-map-bench", action="store_true")
     a = ap.parse_args(argv)
     subprocess.run(["make", "-s", "-C", HERE], check=True)
