@@ -74,6 +74,8 @@ class Apache:
         line = self.proc.stdout.readline()
         if not line.startswith("ready "):
             self.proc.wait(timeout=30)
+            os.environ["BENCH_KEEP"] = "1"      # keep the error log for the post-mortem
+            self.__exit__(None, None, None)
             raise RuntimeError(f"devserver did not come up (see {self.state}/apache/error.log)")
         with open(os.path.join(self.state, "apache", "httpd.pid")) as f:
             self.pid = int(f.read().strip())
