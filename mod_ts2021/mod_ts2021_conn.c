@@ -149,14 +149,28 @@ static int conn_decode_handshake(request_rec *r, uint8_t *msg1, size_t *len)
     return conn_decode_b64(b64, strlen(b64), msg1, len);
 }
 
-/* Sends the 101 with the headers already in r->headers_out; the connection is ours after. */
+/* Queues the 101 with the headers in r->headers_out, unflushed: the bytes that follow
+ * (message 2, the early payload) leave in the same write, as the reference's cork does.
+ * The connection is ours after. */
 static void conn_switch(request_rec *r)
 {
     conn_rec *c = r->connection;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    const apr_array_header_t *h = apr_table_elts(r->headers_out);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)h->elts;
+    char *head = apr_pstrdup(r->pool, "HTTP/1.1 101 Switching Protocols\r\n");
+    int i;
 
     r->status = HTTP_SWITCHING_PROTOCOLS;
     r->status_line = "101 Switching Protocols";
-    ap_send_interim_response(r, 1);
+    for (i = 0; i < h->nelts; i++) {
+        head = apr_pstrcat(r->pool, head, e[i].key, ": ", e[i].val, "\r\n", NULL);
+    }
+    head = apr_pstrcat(r->pool, head, "\r\n", NULL);
+    apr_table_clear(r->headers_out);
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(head, strlen(head), r->pool,
+                                                        c->bucket_alloc));
+    ap_pass_brigade(c->output_filters, bb);
 
     /* From here on the bytes on this connection are ours, not HTTP/1's. */
     ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
