@@ -1626,7 +1626,7 @@ static double join_one(int j, double *lat_peer_map, double *lat_disco_map, doubl
     node_t *jn;
     char prefix[32];
     double t0 = now_s(), tmax_d = 0, tmax_p = 0, tmax_all = 0;
-    long i, k = *nlat, open = 0, heard = 0;
+    long i, k = *nlat, open = 0, heard = 0, d0;
 
     ident_new(id);
     snprintf(prefix, sizeof(prefix), "join%d-%d", (int)getpid() % 1000, j);
@@ -1638,6 +1638,7 @@ static double join_one(int j, double *lat_peer_map, double *lat_disco_map, doubl
     J.node_id = -1;
     for (i = 0; i < nbase; i++) J.heard_peer[i] = J.heard_disco[i] = J.heard_online[i] = 0;
     J.active = 1;
+    d0 = st_deltas;
     node_start(jn);
     for (;;) {
         double t = now_s();
@@ -1662,7 +1663,7 @@ static double join_one(int j, double *lat_peer_map, double *lat_disco_map, doubl
                           : !jn->reg_done ? "no register answer within the join timeout"
                           : "no first map within the join timeout";
         printf("join_%d_failed \"%s\"\n", j, why);
-        count_reason(why);
+        if (!jn->fail) count_reason(why);     /* a closed one was counted when it closed */
         if (jn->state != ST_DEAD) {
             node_fail(jn, NULL);
             node_close(jn);
@@ -1698,8 +1699,10 @@ static double join_one(int j, double *lat_peer_map, double *lat_disco_map, doubl
     *last_all_map = tmax_all;
     printf("join_%d register_ms %.1f map_first_ms %.1f last_stream_disco_ms %.1f "
            "last_stream_all_ms %.1f last_stream_peer_since_register_ms %.1f missing %ld "
-           "own_peers %ld\n", j, (jn->t_reg_done - jn->t_reg_sent) * 1e3, *own_first * 1e3,
-           tmax_d * 1e3, tmax_all * 1e3, tmax_p * 1e3, *missing, jn->peers);
+           "own_peers %ld delta_frames_per_stream %.2f\n", j,
+           (jn->t_reg_done - jn->t_reg_sent) * 1e3, *own_first * 1e3, tmax_d * 1e3,
+           tmax_all * 1e3, tmax_p * 1e3, *missing, jn->peers,
+           open ? (double)(st_deltas - d0) / (double)open : 0.0);
     return tmax_d;
 }
 

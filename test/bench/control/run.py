@@ -371,11 +371,12 @@ def main(argv):
     ap.add_argument("--quiet", type=float, default=3, help="settled = no frame for this long")
     ap.add_argument("--attempts", type=int, default=3,
                     help="maps phase: runs while other processes disturb it")
-    ap.add_argument("--disturbed", type=float, default=1.0,
+    ap.add_argument("--disturbed", type=float, default=5.0,
                     help="a maps phase is disturbed when other processes used this many CPU s")
+    ap.add_argument("--rev", help="module from this commit (default HEAD)")
     ap.add_argument("--no-map-bench", action="store_true")
     a = ap.parse_args(argv)
-    subprocess.run(["make", "-s", "-C", HERE], check=True)
+    subprocess.run(["make", "-s", "-C", HERE] + ([f"REV={a.rev}"] if a.rev else []), check=True)
     if not os.path.exists(CTL):
         subprocess.run(["make", "-s", "-C", TOP, "ts2021ctl"], check=True)
     header()
