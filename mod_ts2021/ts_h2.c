@@ -314,6 +314,11 @@ static apr_status_t fail(ts_h2_session_t *sess, int lib_error, const char **errm
         sess->failed = (lib_error == NGHTTP2_ERR_NOMEM || lib_error == NGHTTP2_ERR_CALLBACK_FAILURE)
                        ? APR_ENOMEM : APR_EGENERAL;
         sess->errmsg = fatal_text(lib_error);
+        /* nghttp2 queues a GOAWAY for the connection errors it handles itself, not for a bad
+         * preface: queue one, so the client learns why before the close. */
+        if (lib_error == NGHTTP2_ERR_BAD_CLIENT_MAGIC
+            && nghttp2_session_terminate_session(sess->ngh, NGHTTP2_PROTOCOL_ERROR) == 0)
+            sess->terminated = 1;
     }
     *errmsg = sess->errmsg;
     return sess->failed;

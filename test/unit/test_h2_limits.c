@@ -180,14 +180,22 @@ static void test_garbage_preface(void **state)
     assert_int_equal(ts_h2_session_recv(h->srv, (const uint8_t *)"x", 1, &err), APR_EGENERAL);
     assert_non_null(strstr(err, "preface"));
     assert_false(ts_h2_session_want_read(h->srv));
-    /* nghttp2 sends no GOAWAY to a client that never spoke HTTP/2; what is queued still goes */
+    /* What was queued still goes (SETTINGS), then a GOAWAY(PROTOCOL_ERROR) that nghttp2
+     * would not queue itself for a bad preface: the client learns why. */
     {
         capture_t cap = { { 0 }, 0 };
-        size_t sent;
+        size_t sent, first;
 
         assert_int_equal(ts_h2_session_send(h->srv, SIZE_MAX, to_capture, &cap, &sent, &err),
                          APR_SUCCESS);
         assert_int_equal(cap.buf[3], NGHTTP2_SETTINGS);
+        first = 9 + ((size_t)cap.buf[0] << 16 | (size_t)cap.buf[1] << 8 | cap.buf[2]);
+        while (first < sent && cap.buf[first + 3] != NGHTTP2_GOAWAY)
+            first += 9 + ((size_t)cap.buf[first] << 16 | (size_t)cap.buf[first + 1] << 8
+                          | cap.buf[first + 2]);
+        assert_true(first + 17 <= sent);
+        assert_int_equal(cap.buf[first + 3], NGHTTP2_GOAWAY);
+        assert_int_equal(cap.buf[first + 16], NGHTTP2_PROTOCOL_ERROR);
     }
     assert_true(ts_h2_session_finished(h->srv));
     assert_int_equal(h->nreq, 0);
