@@ -8,6 +8,7 @@
 
 #include "ts_keys.h"
 #include "ts_tailnet.h"
+#include "ts_dnsconf.h"
 
 /* Only the module structure is exported (-fvisibility=hidden elsewhere). */
 extern module AP_MODULE_DECLARE_DATA __attribute__((visibility("default"))) ts2021_module;
@@ -35,6 +36,8 @@ typedef struct ts_server_conf {
     apr_array_header_t *derp_files; /* TS2021DERPMapFile, in order */
     const char *dns_file;           /* TS2021DNSConfigFile */
     int magic_dns;                  /* TS2021MagicDNS */
+    ts_dnsconf_t dns;               /* TS2021DNSNameservers, ...Split, ...SearchDomains,
+                                     * ...ExtraRecord, ...OverrideLocal */
     ts_tailnet_conf_t *tailnet;     /* built at start-up from the above */
     const char *derp_json;          /* the merged DERP map text */
     /* Runtime (post_config, read-only once children run). */

@@ -31,6 +31,7 @@ void *ts_config_create_server(apr_pool_t *p, server_rec *s)
     conf->node_expiry = conf->ephemeral_timeout = conf->offline_grace = -1;
     conf->keepalive = -1;
     conf->magic_dns = TS_UNSET;
+    conf->dns.override_local = TS_UNSET;
     return conf;
 }
 
@@ -64,6 +65,11 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(derp_files);
     MERGE_PTR(dns_file);
     MERGE_INT(magic_dns);
+    MERGE_PTR(dns.nameservers);
+    MERGE_INT(dns.override_local);
+    MERGE_PTR(dns.split);
+    MERGE_PTR(dns.search);
+    MERGE_PTR(dns.records);
 #undef MERGE_PTR
 #undef MERGE_INT
 #undef MERGE_TIME
@@ -306,6 +312,81 @@ static const char *set_magic_dns(cmd_parms *cmd, void *dc, int flag)
     return NULL;
 }
 
+static const char *add_dns_nameservers(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    const char *err = ts_dnsconf_check_resolver(cmd->pool, arg);
+
+    (void)dc;
+    if (err) return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", err, NULL);
+    if (!conf->dns.nameservers)
+        conf->dns.nameservers = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    APR_ARRAY_PUSH(conf->dns.nameservers, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_dns_override(cmd_parms *cmd, void *dc, int flag)
+{
+    (void)dc;
+    ts_conf(cmd->server)->dns.override_local = flag;
+    return NULL;
+}
+
+static const char *add_dns_search(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    const char *err = ts_dnsconf_check_domain(cmd->pool, arg);
+
+    (void)dc;
+    if (err) return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", err, NULL);
+    if (!conf->dns.search) conf->dns.search = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    APR_ARRAY_PUSH(conf->dns.search, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+/* TS2021DNSSplit DOMAIN [RESOLVER...]: no resolver = answered by the client (extra records). */
+static const char *add_dns_split(cmd_parms *cmd, void *dc, int argc, char *const argv[])
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    ts_dnsconf_split_t *sp;
+    const char *err;
+    int i;
+
+    (void)dc;
+    if (argc < 1) return "TS2021DNSSplit: a domain, then its resolvers (or none)";
+    if ((err = ts_dnsconf_check_domain(cmd->pool, argv[0])) != NULL)
+        return apr_pstrcat(cmd->pool, "TS2021DNSSplit: ", err, NULL);
+    if (!conf->dns.split)
+        conf->dns.split = apr_array_make(cmd->pool, 2, sizeof(ts_dnsconf_split_t));
+    sp = &APR_ARRAY_PUSH(conf->dns.split, ts_dnsconf_split_t);
+    sp->domain = apr_pstrdup(cmd->pool, argv[0]);
+    sp->resolvers = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    for (i = 1; i < argc; i++) {
+        if ((err = ts_dnsconf_check_resolver(cmd->pool, argv[i])) != NULL)
+            return apr_pstrcat(cmd->pool, "TS2021DNSSplit: ", err, NULL);
+        APR_ARRAY_PUSH(sp->resolvers, const char *) = apr_pstrdup(cmd->pool, argv[i]);
+    }
+    return NULL;
+}
+
+static const char *add_dns_record(cmd_parms *cmd, void *dc, const char *name, const char *type,
+                                  const char *value)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    const char *err = ts_dnsconf_check_record(cmd->pool, name, type, value);
+    ts_dnsconf_record_t *r;
+
+    (void)dc;
+    if (err) return apr_pstrcat(cmd->pool, "TS2021DNSExtraRecord: ", err, NULL);
+    if (!conf->dns.records)
+        conf->dns.records = apr_array_make(cmd->pool, 2, sizeof(ts_dnsconf_record_t));
+    r = &APR_ARRAY_PUSH(conf->dns.records, ts_dnsconf_record_t);
+    r->name = apr_pstrdup(cmd->pool, name);
+    r->type = apr_pstrdup(cmd->pool, type);
+    r->value = apr_pstrdup(cmd->pool, value);
+    return NULL;
+}
+
 const command_rec ts_config_cmds[] = {
     AP_INIT_TAKE1("TS2021", set_enabled, NULL, RSRC_CONF,
                   "On|Off: serve the Tailscale control protocol on this virtual host"),
@@ -345,5 +426,16 @@ const command_rec ts_config_cmds[] = {
                   "JSON object of extra tailcfg.DNSConfig fields (resolvers, routes...)"),
     AP_INIT_FLAG("TS2021MagicDNS", set_magic_dns, NULL, RSRC_CONF,
                  "On (default): MagicDNS names under TS2021BaseDomain"),
+    AP_INIT_ITERATE("TS2021DNSNameservers", add_dns_nameservers, NULL, RSRC_CONF,
+                    "global nameservers for nodes: IP addresses or https:// DoH URLs"),
+    AP_INIT_FLAG("TS2021DNSOverrideLocal", set_dns_override, NULL, RSRC_CONF,
+                 "On (default): nodes use the global nameservers instead of their own; "
+                 "Off: only as a fallback"),
+    AP_INIT_TAKE_ARGV("TS2021DNSSplit", add_dns_split, NULL, RSRC_CONF,
+                      "DOMAIN [RESOLVER...]: split DNS, queries under DOMAIN go to these"),
+    AP_INIT_ITERATE("TS2021DNSSearchDomains", add_dns_search, NULL, RSRC_CONF,
+                    "search domains after the MagicDNS base domain"),
+    AP_INIT_TAKE3("TS2021DNSExtraRecord", add_dns_record, NULL, RSRC_CONF,
+                  "NAME A|AAAA ADDRESS: a record MagicDNS answers"),
     {NULL}
 };
