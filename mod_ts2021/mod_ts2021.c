@@ -71,6 +71,7 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
     ts_dbd_child_init(pchild, s);
     ts_loop_child_init(pchild, s);
     ts_tailnets_child_init(pchild, s);
+    ts_derpsrc_child_init(pchild, s);
     ts_notify_start(pchild, s);
 }
 

@@ -34,6 +34,9 @@ typedef struct ts_server_conf {
     apr_interval_time_t offline_grace;      /* TS2021OfflineGrace; -1 until set */
     apr_interval_time_t keepalive;          /* TS2021KeepAliveInterval; -1 until set */
     apr_array_header_t *derp_files; /* TS2021DERPMapFile, in order */
+    apr_array_header_t *derp_urls;  /* TS2021DERPMapURL, in order */
+    apr_interval_time_t derp_refresh; /* TS2021DERPMapRefresh; -1 until set */
+    struct ts_derpsrc *derpsrc;     /* the URL sources (mod_ts2021_derp.c) */
     const char *dns_file;           /* TS2021DNSConfigFile */
     int magic_dns;                  /* TS2021MagicDNS */
     ts_dnsconf_t dns;               /* TS2021DNSNameservers, ...Split, ...SearchDomains,
@@ -70,6 +73,14 @@ int ts_keys_check_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 int ts_keys_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 
 /* mod_ts2021_tailnet.c: the tailnet settings of each enabled vhost */
+/* mod_ts2021_derp.c: DERP maps from URLs */
+typedef struct ts_derpsrc ts_derpsrc_t;
+/* Sets up conf->derpsrc; the merged map (URLs, then files) as text from pconf, or NULL when
+ * no source has a region yet; *err only for a broken configuration. */
+const char *ts_derpsrc_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
+                                   ts_server_conf *conf, const char **err);
+void ts_derpsrc_child_init(apr_pool_t *pchild, server_rec *s);
+
 int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s);
 int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf);

@@ -32,6 +32,7 @@ void *ts_config_create_server(apr_pool_t *p, server_rec *s)
     conf->keepalive = -1;
     conf->magic_dns = TS_UNSET;
     conf->dns.override_local = TS_UNSET;
+    conf->derp_refresh = -1;
     return conf;
 }
 
@@ -63,6 +64,8 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     MERGE_TIME(offline_grace);
     MERGE_TIME(keepalive);
     MERGE_PTR(derp_files);
+    MERGE_PTR(derp_urls);
+    MERGE_TIME(derp_refresh);
     MERGE_PTR(dns_file);
     MERGE_INT(magic_dns);
     MERGE_PTR(dns.nameservers);
@@ -295,6 +298,35 @@ static const char *add_derp_file(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *add_derp_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+
+    (void)dc;
+    if ((strncasecmp(arg, "http://", 7) || !arg[7]) && (strncasecmp(arg, "https://", 8) || !arg[8])
+        && (strncasecmp(arg, "file:///", 8) || !arg[8])) {
+        return apr_psprintf(cmd->pool, "TS2021DERPMapURL: '%s' is not an http://, https:// or "
+                            "file:/// URL", arg);
+    }
+    if (!conf->derp_urls) conf->derp_urls = apr_array_make(cmd->pool, 2, sizeof(char *));
+    APR_ARRAY_PUSH(conf->derp_urls, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_derp_refresh(cmd_parms *cmd, void *dc, const char *arg)
+{
+    apr_interval_time_t t;
+
+    (void)dc;
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < apr_time_from_sec(1)
+        || t > apr_time_from_sec(7 * 86400)) {
+        return apr_psprintf(cmd->pool, "TS2021DERPMapRefresh: '%s' is not a duration between "
+                            "1 second and 7 days (e.g. 3h)", arg);
+    }
+    ts_conf(cmd->server)->derp_refresh = t;
+    return NULL;
+}
+
 static const char *set_dns_file(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
@@ -422,6 +454,10 @@ const command_rec ts_config_cmds[] = {
                   "a node is offline this long after its last stream ended (default 10s)"),
     AP_INIT_ITERATE("TS2021DERPMapFile", add_derp_file, NULL, RSRC_CONF,
                     "DERPMap JSON file(s); later files override regions of earlier ones"),
+    AP_INIT_ITERATE("TS2021DERPMapURL", add_derp_url, NULL, RSRC_CONF,
+                    "DERPMap JSON URL(s), refreshed; merged before the TS2021DERPMapFile maps"),
+    AP_INIT_TAKE1("TS2021DERPMapRefresh", set_derp_refresh, NULL, RSRC_CONF,
+                  "how often each child fetches the DERP map URLs again (default 3h)"),
     AP_INIT_TAKE1("TS2021DNSConfigFile", set_dns_file, NULL, RSRC_CONF,
                   "JSON object of extra tailcfg.DNSConfig fields (resolvers, routes...)"),
     AP_INIT_FLAG("TS2021MagicDNS", set_magic_dns, NULL, RSRC_CONF,

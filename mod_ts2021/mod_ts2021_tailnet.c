@@ -137,7 +137,9 @@ int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
         t->registration_ttl = apr_time_from_sec(15 * 60);
         t->magic_dns = conf->magic_dns != 0;
         t->min_capver = conf->min_capver != TS_UNSET ? conf->min_capver : TS_DEFAULT_MIN_CAPVER;
-        t->derp_map_json = conf->derp_json = tailnet_derp(pconf, conf, &err);
+        t->derp_map_json = conf->derp_json =
+            conf->derp_urls ? ts_derpsrc_post_config(pconf, ptemp, s, conf, &err)
+                            : tailnet_derp(pconf, conf, &err);
         if (!err) t->dns_config_json = tailnet_dns(pconf, conf, &err);
         if (err) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(11021)
@@ -146,8 +148,9 @@ int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
         }
         if (!t->derp_map_json) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, APLOGNO(11022)
-                         "TS2021 (%s:%u): no DERP map (TS2021DERPMapFile): clients will "
-                         "register but get no network map", s->server_hostname, s->port);
+                         "TS2021 (%s:%u): no DERP map (TS2021DERPMapFile, "
+                         "TS2021DERPMapURL): clients will register but get no network map "
+                         "until one is available", s->server_hostname, s->port);
         }
     }
     return OK;
