@@ -18,7 +18,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import mysql_exec
+from conftest import APACHE, TOP, Server, make_state_dir, mysql_exec
 from test_control import DERP, Node, ctl
 from tsclient import control
 
@@ -311,3 +311,53 @@ def test_login_page_without_auth_configured_refuses(server_factory, authdir):
     assert "no authenticated user" in s.errlog()
     assert held_still_waiting(n, held)
     n.close()
+
+
+def doc_block(name):
+    """The ```apache block after '<!-- config: NAME -->' in docs/login.md."""
+    text = open(os.path.join(TOP, "docs", "login.md")).read()
+    m = re.search(r"<!-- config: " + name + r" -->\s*```apache\n(.*?)```", text, re.S)
+    assert m, name
+    return m.group(1)
+
+
+@pytest.mark.parametrize("name,mods", [
+    ("basic", ("auth_basic", "authn_file", "authz_user", "authz_groupfile")),
+    ("ldap", ("auth_basic", "ldap", "authnz_ldap")),
+])
+def test_docs_login_configs_pass_configtest(name, mods):
+    state = make_state_dir()
+    try:
+        s = Server(state, "sqlite", None)
+        path = s.config_only()
+        text = open(path).read()
+        load = "".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so\n" for m in mods)
+        assert "TS2021 On" in text
+        # exec: runs at configuration time: give it the file it reads
+        secret = os.path.join(state, "ldap-bind-password")
+        with open(secret, "w") as f:
+            f.write("not-a-real-password\n")
+        block = doc_block(name).replace("/etc/apache2/ldap-bind-password", secret)
+        text = text.replace("TS2021 On", "TS2021 On\n" + block, 1)
+        open(path, "w").write(load + text)
+        r = subprocess.run([APACHE, "-t", "-f", path], capture_output=True, text=True)
+        assert r.returncode == 0 and "Syntax OK" in r.stdout + r.stderr, r.stderr
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.parametrize("line,message", [
+    ('TS2021LoginUserExpr "%{REMOTE_USER"', "TS2021LoginUserExpr: '%{REMOTE_USER'"),
+    ('TS2021LoginUserVar ""', "TS2021LoginUserVar takes one argument"),
+    ('TS2021AdminAPIURL "/a b"', "TS2021AdminAPIURL: '/a b' is not a URL path"),
+])
+def test_bad_login_directives_fail_configtest(line, message):
+    state = make_state_dir()
+    try:
+        path = Server(state, "sqlite", None).config_only()
+        text = open(path).read().replace("TS2021 On", "TS2021 On\n    " + line, 1)
+        open(path, "w").write(text)
+        r = subprocess.run([APACHE, "-t", "-f", path], capture_output=True, text=True)
+        assert r.returncode != 0 and message in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
