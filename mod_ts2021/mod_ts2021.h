@@ -5,6 +5,7 @@
 
 #include <httpd.h>
 #include <http_config.h>
+#include <ap_expr.h>
 
 #include "ts_keys.h"
 #include "ts_tailnet.h"
@@ -43,6 +44,10 @@ typedef struct ts_server_conf {
                                      * ...ExtraRecord, ...OverrideLocal */
     ts_tailnet_conf_t *tailnet;     /* built at start-up from the above */
     const char *derp_json;          /* the merged DERP map text */
+    /* The login page (mod_ts2021_register.c) and the admin UI (mod_ts2021_ui.c). */
+    const char *login_user_var;     /* TS2021LoginUserVar: env/note naming the user */
+    ap_expr_info_t *login_user_expr;   /* TS2021LoginUserExpr: a string expression */
+    const char *admin_api_url;      /* TS2021AdminAPIURL (default /admin/api) */
     /* Runtime (post_config, read-only once children run). */
     ts_keys_t *keys;            /* loaded server key pairs */
     struct ts_dbd_state *dbd;   /* per-child database state (mod_ts2021_dbd.c) */
@@ -64,6 +69,9 @@ const char *ts_config_key_file(apr_pool_t *p, server_rec *s, const ts_server_con
 
 /* mod_ts2021_info.c: SetHandler ts2021-info */
 int ts_info_handler(request_rec *r);
+
+/* mod_ts2021_register.c: SetHandler ts2021-register, the interactive login page */
+int ts_regpage_handler(request_rec *r);
 
 /* mod_ts2021_key.c: GET /key */
 int ts_key_handler(request_rec *r);

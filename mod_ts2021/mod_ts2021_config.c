@@ -73,6 +73,9 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(dns.split);
     MERGE_PTR(dns.search);
     MERGE_PTR(dns.records);
+    MERGE_PTR(login_user_var);
+    MERGE_PTR(login_user_expr);
+    MERGE_PTR(admin_api_url);
 #undef MERGE_PTR
 #undef MERGE_INT
 #undef MERGE_TIME
@@ -419,6 +422,35 @@ static const char *add_dns_record(cmd_parms *cmd, void *dc, const char *name, co
     return NULL;
 }
 
+static const char *set_login_user_var(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    if (!*arg) return "TS2021LoginUserVar: the variable name is empty";
+    ts_conf(cmd->server)->login_user_var = arg;
+    return NULL;
+}
+
+static const char *set_login_user_expr(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = NULL;
+    ap_expr_info_t *e = ap_expr_parse_cmd(cmd, arg, AP_EXPR_FLAG_STRING_RESULT, &err, NULL);
+
+    (void)dc;
+    if (err) return apr_psprintf(cmd->pool, "TS2021LoginUserExpr: '%s': %s", arg, err);
+    ts_conf(cmd->server)->login_user_expr = e;
+    return NULL;
+}
+
+static const char *set_admin_api_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    if (!*arg || strpbrk(arg, "\"'<>\\ \t")) {
+        return apr_psprintf(cmd->pool, "TS2021AdminAPIURL: '%s' is not a URL path", arg);
+    }
+    ts_conf(cmd->server)->admin_api_url = arg;
+    return NULL;
+}
+
 const command_rec ts_config_cmds[] = {
     AP_INIT_TAKE1("TS2021", set_enabled, NULL, RSRC_CONF,
                   "On|Off: serve the Tailscale control protocol on this virtual host"),
@@ -473,5 +505,13 @@ const command_rec ts_config_cmds[] = {
                     "search domains after the MagicDNS base domain"),
     AP_INIT_TAKE3("TS2021DNSExtraRecord", add_dns_record, NULL, RSRC_CONF,
                   "NAME A|AAAA ADDRESS: a record MagicDNS answers"),
+    AP_INIT_TAKE1("TS2021LoginUserVar", set_login_user_var, NULL, RSRC_CONF,
+                  "login page: the environment variable or note naming the user "
+                  "(default: the authenticated user, REMOTE_USER)"),
+    AP_INIT_TAKE1("TS2021LoginUserExpr", set_login_user_expr, NULL, RSRC_CONF,
+                  "login page: a string expression naming the user, e.g. "
+                  "\"%{env:OIDC_CLAIM_email}\""),
+    AP_INIT_TAKE1("TS2021AdminAPIURL", set_admin_api_url, NULL, RSRC_CONF,
+                  "admin UI: the URL path of the admin API (default /admin/api)"),
     {NULL}
 };
