@@ -121,7 +121,7 @@ static void ts_register_hooks(apr_pool_t *p)
     ap_hook_map_to_storage(ts_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(ts_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ts_status_register_hooks();
-    ts_admin_register_hooks();
+    ts_admin_register_hooks(p);
 }
 
 AP_DECLARE_MODULE(ts2021) = {

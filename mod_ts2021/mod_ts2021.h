@@ -72,7 +72,7 @@ int ts_info_handler(request_rec *r);
 
 /* mod_ts2021_admin.c: SetHandler ts2021-admin (REST API), API keys as Apache authn */
 int ts_admin_handler(request_rec *r);
-void ts_admin_register_hooks(void);
+void ts_admin_register_hooks(apr_pool_t *p);
 const char *ts_admin_set_base(cmd_parms *cmd, void *dc, const char *arg);
 const char *ts_admin_set_api_keys(cmd_parms *cmd, void *dc, int flag);
 

@@ -46,28 +46,37 @@ const char *ts_admin_set_api_keys(cmd_parms *cmd, void *dcv, int flag)
     return NULL;
 }
 
-/* The API's base: TS2021AdminBase, else the longest merged section path that is a path
- * prefix of the URI (the <Location> holding SetHandler). NULL if none fits. */
+/* 1 and the length without trailing slashes if section is a path prefix of uri. */
+static int admin_prefix_of(const char *section, const char *uri, apr_size_t *len)
+{
+    apr_size_t n = section ? strlen(section) : 0;
+
+    while (n > 0 && section[n - 1] == '/') n--;
+    if (!section || section[0] != '/' || strncmp(uri, section, n)
+        || (uri[n] != '\0' && uri[n] != '/')) {
+        return 0;
+    }
+    *len = n;
+    return 1;
+}
+
+/* The API's base: TS2021AdminBase, else the longest section path that is a path prefix of
+ * the URI: the sections holding TS2021 directives, and the innermost section of the request
+ * (core's, e.g. the <Location> with SetHandler). NULL if none fits. */
 static const char *admin_base(request_rec *r, const ts_dir_conf *dc)
 {
-    const char *best = NULL;
-    apr_size_t best_len = 0;
+    core_dir_config *cd = ap_get_core_module_config(r->per_dir_config);
+    const char *best = NULL, *s;
+    apr_size_t best_len = 0, n;
     int i;
 
     if (dc && dc->admin_base) {
-        apr_size_t n = strlen(dc->admin_base);
         if (!strcmp(dc->admin_base, "/")) return "";
-        return !strncmp(r->uri, dc->admin_base, n) && (r->uri[n] == '\0' || r->uri[n] == '/')
-               ? dc->admin_base : NULL;
+        return admin_prefix_of(dc->admin_base, r->uri, &n) ? dc->admin_base : NULL;
     }
-    for (i = 0; dc && i < dc->sections->nelts; i++) {
-        const char *s = APR_ARRAY_IDX(dc->sections, i, const char *);
-        apr_size_t n = strlen(s);
-        while (n > 0 && s[n - 1] == '/') n--;
-        if (s[0] != '/' || strncmp(r->uri, s, n) || (r->uri[n] != '\0' && r->uri[n] != '/')) {
-            continue;
-        }
-        if (!best || n > best_len) {
+    for (i = -1; i < (dc ? dc->sections->nelts : 0); i++) {
+        s = i < 0 ? (cd ? cd->d : NULL) : APR_ARRAY_IDX(dc->sections, i, const char *);
+        if (admin_prefix_of(s, r->uri, &n) && (!best || n > best_len)) {
             best = s;
             best_len = n;
         }
@@ -291,8 +300,23 @@ static int admin_check_authn(request_rec *r)
     }
 }
 
-void ts_admin_register_hooks(void)
+/* Require ts2021-apikey: granted to requests authenticated by a valid API key, so that keys
+ * combine with any other Require (user, group, ldap-group …) inside <RequireAny>. */
+static authz_status admin_authz_apikey(request_rec *r, const char *require_line,
+                                       const void *parsed)
 {
+    (void)require_line;
+    (void)parsed;
+    if (apr_table_get(r->notes, ADMIN_NOTE_APIKEY)) return AUTHZ_GRANTED;
+    return r->user ? AUTHZ_DENIED : AUTHZ_DENIED_NO_USER;
+}
+
+static const authz_provider admin_authz_provider = { &admin_authz_apikey, NULL };
+
+void ts_admin_register_hooks(apr_pool_t *p)
+{
+    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "ts2021-apikey", AUTHZ_PROVIDER_VERSION,
+                              &admin_authz_provider, AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_check_authn(admin_check_authn, NULL, NULL, APR_HOOK_FIRST,
                         AP_AUTH_INTERNAL_PER_CONF);
     ap_hook_insert_error_filter(admin_insert_error_filter, NULL, NULL, APR_HOOK_MIDDLE);
