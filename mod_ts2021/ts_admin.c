@@ -308,8 +308,8 @@ static int body_user(admin_ctx_t *c, const char *key, int required, ts_user_t **
         return !required;
     }
     if (json_is_integer(v)) {
-        return find_user_by(c, apr_psprintf(c->p, "%" JSON_INTEGER_FORMAT,
-                                            json_integer_value(v)), u, 404);
+        return find_user_by(c, apr_psprintf(c->p, "%" APR_INT64_T_FMT,
+                                            (apr_int64_t)json_integer_value(v)), u, 404);
     }
     if (!json_is_string(v) || !*json_string_value(v)) {
         fail(c, 400, "invalid", "field '%s' must be a user name or id", key);
