@@ -56,6 +56,7 @@ static int ts_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     }
     if (ts_keys_post_config(pconf, ptemp, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     ts_status_post_config(pconf, s);
+    ts_metrics_post_config(s);
     if (ts_tailnet_post_config(pconf, ptemp, s) != OK || ts_notify_post_config(s) != OK
         || ts_presence_post_config(s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -67,6 +68,7 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
 {
     if (!ts_any_enabled(s)) return;
     ts_status_child_init(pchild);
+    ts_metrics_child_init();
     ts_conn_child_init();
     ts_dbd_child_init(pchild, s);
     ts_loop_child_init(pchild, s);
@@ -91,6 +93,8 @@ static int ts_handler(request_rec *r)
     if (!strcmp(h, "ts2021-key") || (on && !strcmp(r->uri, "/key"))) return ts_key_handler(r);
     if (!strcmp(h, "ts2021-info")) return ts_info_handler(r);
     if (!strcmp(h, "ts2021-register")) return ts_regpage_handler(r);
+    if (!strcmp(h, "ts2021-admin")) return ts_admin_handler(r);
+    if (!strcmp(h, "ts2021-metrics")) return ts_metrics_handler(r);
     if (!strcmp(h, "ts2021-noise") || (on && !strcmp(r->uri, "/ts2021"))) return ts_conn_handler(r);
     return DECLINED;
 }
@@ -119,12 +123,13 @@ static void ts_register_hooks(apr_pool_t *p)
     ap_hook_map_to_storage(ts_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(ts_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ts_status_register_hooks();
+    ts_admin_register_hooks(p);
 }
 
 AP_DECLARE_MODULE(ts2021) = {
     STANDARD20_MODULE_STUFF,
-    NULL,
-    NULL,
+    ts_config_create_dir,
+    ts_config_merge_dir,
     ts_config_create_server,
     ts_config_merge_server,
     ts_config_cmds,

@@ -53,6 +53,17 @@ typedef struct ts_server_conf {
     struct ts_dbd_state *dbd;   /* per-child database state (mod_ts2021_dbd.c) */
 } ts_server_conf;
 
+/* Per-directory configuration (<Location> sections). */
+typedef struct ts_dir_conf {
+    apr_array_header_t *sections;   /* paths of the sections merged into this one */
+    const char *admin_base;         /* TS2021AdminBase; NULL: the <Location> path */
+    int admin_api_keys;             /* TS2021AdminAPIKeys On|Off, TS_UNSET until set */
+} ts_dir_conf;
+
+void *ts_config_create_dir(apr_pool_t *p, char *dir);
+void *ts_config_merge_dir(apr_pool_t *p, void *basev, void *addv);
+ts_dir_conf *ts_dir_conf_of(request_rec *r);
+
 #define TS_DEFAULT_MIN_CAPVER 32
 #define TS_MAX_CAPVER 65535
 
@@ -72,6 +83,16 @@ int ts_info_handler(request_rec *r);
 
 /* mod_ts2021_register.c: SetHandler ts2021-register, the interactive login page */
 int ts_regpage_handler(request_rec *r);
+/* mod_ts2021_admin.c: SetHandler ts2021-admin (REST API), API keys as Apache authn */
+int ts_admin_handler(request_rec *r);
+void ts_admin_register_hooks(apr_pool_t *p);
+const char *ts_admin_set_base(cmd_parms *cmd, void *dc, const char *arg);
+const char *ts_admin_set_api_keys(cmd_parms *cmd, void *dc, int flag);
+
+/* mod_ts2021_metrics.c: SetHandler ts2021-metrics (Prometheus text) */
+int ts_metrics_handler(request_rec *r);
+int ts_metrics_post_config(server_rec *s);
+void ts_metrics_child_init(void);
 
 /* mod_ts2021_key.c: GET /key */
 int ts_key_handler(request_rec *r);

@@ -82,6 +82,33 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     return conf;
 }
 
+void *ts_config_create_dir(apr_pool_t *p, char *dir)
+{
+    ts_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
+
+    dc->sections = apr_array_make(p, 1, sizeof(const char *));
+    if (dir) APR_ARRAY_PUSH(dc->sections, const char *) = apr_pstrdup(p, dir);
+    dc->admin_api_keys = TS_UNSET;
+    return dc;
+}
+
+void *ts_config_merge_dir(apr_pool_t *p, void *basev, void *addv)
+{
+    ts_dir_conf *base = basev, *add = addv;
+    ts_dir_conf *dc = apr_pcalloc(p, sizeof(*dc));
+
+    dc->sections = apr_array_append(p, base->sections, add->sections);
+    dc->admin_base = add->admin_base ? add->admin_base : base->admin_base;
+    dc->admin_api_keys = add->admin_api_keys != TS_UNSET ? add->admin_api_keys
+                                                         : base->admin_api_keys;
+    return dc;
+}
+
+ts_dir_conf *ts_dir_conf_of(request_rec *r)
+{
+    return ap_get_module_config(r->per_dir_config, &ts2021_module);
+}
+
 const char *ts_config_state_dir(apr_pool_t *p, const ts_server_conf *conf)
 {
     (void)p;
@@ -513,5 +540,10 @@ const command_rec ts_config_cmds[] = {
                   "\"%{env:OIDC_CLAIM_email}\""),
     AP_INIT_TAKE1("TS2021AdminAPIURL", set_admin_api_url, NULL, RSRC_CONF,
                   "admin UI: the URL path of the admin API (default /admin/api)"),
+    AP_INIT_TAKE1("TS2021AdminBase", ts_admin_set_base, NULL, ACCESS_CONF,
+                  "URL path under which SetHandler ts2021-admin serves the API (default: the "
+                  "<Location> path)"),
+    AP_INIT_FLAG("TS2021AdminAPIKeys", ts_admin_set_api_keys, NULL, ACCESS_CONF,
+                 "On: a valid admin API key (Authorization: Bearer) authenticates a request"),
     {NULL}
 };

@@ -2,6 +2,7 @@
  * Noise responder, sends the 101 and message 2, and takes the connection over from HTTP/1. */
 #include "mod_ts2021.h"
 #include "mod_ts2021_conn.h"
+#include "mod_ts2021_metrics.h"
 
 #include <http_log.h>
 #include <http_protocol.h>
@@ -340,13 +341,16 @@ static int conn_ws_handler(request_rec *r, ts_server_conf *conf)
 
     conn_ws_switch(r, proto);
     if (!proto) {
+        ts_metrics_add(TS_MET_HS_BAD_REQUEST, 1);
         return conn_ws_close(r, TS_WS_CLOSE_POLICY, "client must speak the control subprotocol");
     }
     if ((reason = conn_ws_handshake(r, msg1, &len)) != NULL) {
+        ts_metrics_add(TS_MET_HS_BAD_MESSAGE, 1);
         return conn_ws_close(r, TS_WS_CLOSE_POLICY, reason);
     }
     rv = ts_noise_respond(conf->keys->noise_priv, msg1, len, NULL, out + h, &ns, &err);
     sodium_memzero(msg1, sizeof(msg1));
+    if (rv != APR_SUCCESS) ts_metrics_add(TS_MET_HS_NOISE, 1);
     if (rv == APR_EINVAL) return conn_ws_error_frame(r, err);
     if (rv != APR_SUCCESS) {
         return conn_ws_close(r, TS_WS_CLOSE_POLICY, "Noise handshake failed (wrong server key?)");
@@ -356,10 +360,12 @@ static int conn_ws_handler(request_rec *r, ts_server_conf *conf)
         reason = apr_psprintf(r->pool, "unsupported client version %d (minimum %d)",
                               ns.version, min);
         ts_noise_session_wipe(&ns);
+        ts_metrics_add(TS_MET_HS_VERSION, 1);
         return conn_ws_close(r, TS_WS_CLOSE_POLICY, reason);
     }
     ts_ws_header_build(out, TS_WS_OP_BINARY, TS_NOISE_MSG2_LEN);
     if (conn_write(r, out, h + TS_NOISE_MSG2_LEN) != APR_SUCCESS) {
+        ts_metrics_add(TS_MET_HS_IO, 1);
         ts_noise_session_wipe(&ns);
         r->connection->aborted = 1;
         return DONE;
@@ -367,6 +373,7 @@ static int conn_ws_handler(request_rec *r, ts_server_conf *conf)
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10945)
                   "TS2021 WebSocket handshake with %s done (client version %d)", r->useragent_ip,
                   ns.version);
+    ts_metrics_add(TS_MET_HS_OK, 1);
     return ts_conn_takeover(r, &ns, 1);
 }
 
@@ -382,16 +389,20 @@ int ts_conn_handler(request_rec *r)
     apr_status_t rv;
 
     reason = conn_check_request(r, &status);
+    if (reason) ts_metrics_add(TS_MET_HS_BAD_REQUEST, 1);
     if (reason) return conn_refuse(r, status, reason);
+    if (!conf->keys) ts_metrics_add(TS_MET_HS_NO_KEYS, 1);
     if (!conf->keys) return conn_refuse(r, HTTP_SERVICE_UNAVAILABLE, "server keys not loaded");
     if (!strcasecmp(apr_table_get(r->headers_in, "Upgrade"), TS_WS_UPGRADE_TOKEN)) {
         return conn_ws_handler(r, conf);
     }
     if (conn_decode_handshake(r, msg1, &len) != 0) {
+        ts_metrics_add(TS_MET_HS_BAD_MESSAGE, 1);
         return conn_refuse(r, HTTP_BAD_REQUEST, "invalid tailscale handshake header");
     }
     rv = ts_noise_respond(conf->keys->noise_priv, msg1, len, NULL, out, &ns, &err);
     sodium_memzero(msg1, sizeof(msg1));
+    if (rv != APR_SUCCESS) ts_metrics_add(TS_MET_HS_NOISE, 1);
     if (rv == APR_EINVAL) return conn_send_error_frame(r, err);
     if (rv != APR_SUCCESS) {
         return conn_refuse(r, HTTP_BAD_REQUEST, "Noise handshake failed (wrong server key?)");
@@ -401,12 +412,14 @@ int ts_conn_handler(request_rec *r)
         reason = apr_psprintf(r->pool, "unsupported client version %d (minimum %d)",
                               ns.version, min);
         ts_noise_session_wipe(&ns);
+        ts_metrics_add(TS_MET_HS_VERSION, 1);
         return conn_refuse(r, HTTP_BAD_REQUEST, reason);
     }
     rv = ts_frame_early_payload_seal(&ns.tx, ns.version, conn_challenge_key(),
                                      out + TS_NOISE_MSG2_LEN,
                                      sizeof(out) - TS_NOISE_MSG2_LEN, &early, &err);
     if (rv != APR_SUCCESS || conn_send_101(r, out, TS_NOISE_MSG2_LEN + early) != APR_SUCCESS) {
+        ts_metrics_add(TS_MET_HS_IO, 1);
         ts_noise_session_wipe(&ns);
         r->connection->aborted = 1;
         return DONE;
@@ -414,6 +427,7 @@ int ts_conn_handler(request_rec *r)
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10942)
                   "TS2021 handshake with %s done (client version %d)", r->useragent_ip,
                   ns.version);
+    ts_metrics_add(TS_MET_HS_OK, 1);
     return ts_conn_takeover(r, &ns, 0);
 }
 

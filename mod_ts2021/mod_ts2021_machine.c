@@ -3,6 +3,7 @@
 #include "mod_ts2021.h"
 #include "mod_ts2021_dbd.h"
 #include "mod_ts2021_machine.h"
+#include "mod_ts2021_metrics.h"
 #include "mod_ts2021_notify.h"
 #include "mod_ts2021_presence.h"
 
@@ -71,6 +72,7 @@ static void *APR_THREAD_FUNC run_register(apr_thread_t *thd, void *arg)
                          "TS2021 register from %s: %s", t->ctx.client_ip, res.log);
         }
         if (res.changed) ts_notify_bump();
+        ts_metrics_registration(res.outcome == TS_REGISTER_PENDING, res.status, res.body);
         if (res.outcome == TS_REGISTER_PENDING) {
             machine_waiter *w = calloc(1, sizeof(*w));
             if (w && (w->auth_id = strdup(res.auth_id))) {
@@ -280,6 +282,7 @@ static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
             /* The head goes first, then the frame, through the same FIFO as every delta. */
             ts_machine_post_stream_start(t->driver, t->conn_id, t->stream_id);
             ts_machine_post_frame(t->driver, t->conn_id, t->stream_id, frame, flen, NULL);
+            ts_metrics_add(TS_MET_MAP_FULL, 1);
             if (ts_tailnet_stream_add(rt, &t->ctx, t->stream_id, n->id, m->compress,
                                       m->keepalive)) {
                 first = ts_presence_stream_up(rt->index, n->id);
@@ -288,6 +291,7 @@ static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
         else {
             ts_machine_post_response(t->driver, t->conn_id, t->stream_id, 200,
                                      "application/octet-stream", (const char *)frame, flen);
+            ts_metrics_add(TS_MET_MAP_FULL, 1);
         }
     }
     apr_thread_mutex_unlock(rt->mu);

@@ -129,3 +129,19 @@ int ts_presence_online(int tailnet, apr_int64_t node_id)
 
     return sl && apr_atomic_read32(&sl->online) == 1;
 }
+
+void ts_presence_totals(apr_uint64_t *nodes, apr_uint64_t *streams)
+{
+    int i;
+
+    *nodes = *streams = 0;
+    for (i = 0; slots && i < PRESENCE_SLOTS; i++) {
+        apr_uint32_t n;
+        if (!apr_atomic_read64(&slots[i].key)) continue;
+        n = apr_atomic_read32(&slots[i].streams);
+        if (n && n < 0x80000000u) {
+            (*nodes)++;
+            *streams += n;
+        }
+    }
+}

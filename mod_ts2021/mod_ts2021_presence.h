@@ -25,4 +25,7 @@ apr_uint32_t ts_presence_streams(int tailnet, apr_int64_t node_id);
 /* 1 while the node is published online by this server. */
 int ts_presence_online(int tailnet, apr_int64_t node_id);
 
+/* Over every tailnet: nodes with at least one stream, and the streams. */
+void ts_presence_totals(apr_uint64_t *nodes, apr_uint64_t *streams);
+
 #endif

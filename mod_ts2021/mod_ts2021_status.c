@@ -126,3 +126,16 @@ void ts_status_register_hooks(void)
 {
     APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }
+
+void ts_status_totals(apr_uint64_t *loop, apr_uint64_t *tls, apr_uint64_t *children)
+{
+    int i;
+
+    *loop = *tls = *children = 0;
+    for (i = 0; slots && i < STATUS_SLOTS; i++) {
+        if (!apr_atomic_read32(&slots[i].pid)) continue;
+        (*children)++;
+        *loop += apr_atomic_read32(&slots[i].count[TS_STATUS_LOOP]);
+        *tls += apr_atomic_read32(&slots[i].count[TS_STATUS_TLS]);
+    }
+}

@@ -12,5 +12,7 @@ void ts_status_child_init(apr_pool_t *pchild);
 /* Any thread: one more (+1) or one fewer (-1) connection of that kind in this child. */
 void ts_status_add(ts_status_kind kind, int delta);
 void ts_status_register_hooks(void);
+/* Sums over every live child: connections by kind and the number of children. */
+void ts_status_totals(apr_uint64_t *loop, apr_uint64_t *tls, apr_uint64_t *children);
 
 #endif

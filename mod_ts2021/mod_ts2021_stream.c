@@ -4,6 +4,7 @@
 #include "mod_ts2021.h"
 #include "mod_ts2021_dbd.h"
 #include "mod_ts2021_machine.h"
+#include "mod_ts2021_metrics.h"
 #include "mod_ts2021_notify.h"
 #include "mod_ts2021_presence.h"
 
@@ -332,7 +333,9 @@ static void fan_out(ts_tailnet_rt *rt, apr_pool_t *p, apr_time_t now)
         ts_machine_post_frame(ms->driver, ms->conn_id, ms->stream_id, frame, len,
                               shared ? d : NULL);
         ms->next_keepalive = now + rt->keepalive;
+        ts_metrics_add(TS_MET_MAP_DELTA, 1);
     }
+    if (rt->streams) ts_metrics_fanout(apr_time_now() - now);   /* now: the round's start */
     ts_map_delta_unref(d);
 }
 
@@ -492,6 +495,7 @@ static void waiters_recheck(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
             continue;
         }
         changed |= res.changed;
+        ts_metrics_registration(0, res.status, res.body);
         ts_machine_post_response(w->driver, w->conn_id, w->stream_id, res.status,
                                  res.content_type, res.body, res.body ? strlen(res.body) : 0);
         waiter_free(w);

@@ -226,6 +226,13 @@ static const char *unique_field(ts_store_t *st, apr_pool_t *p, const char *msg)
     return apr_pstrmemdup(p, s, (apr_size_t)(e - s));
 }
 
+static void (*store_error_hook)(void);
+
+void ts_store_set_error_hook(void (*fn)(void))
+{
+    store_error_hook = fn;
+}
+
 /* Turns a driver failure into a status and a message from p. */
 static apr_status_t db_error(ts_store_t *st, apr_pool_t *p, const ts_stmt_def_t *def,
                              int rv, const char **msg)
@@ -248,6 +255,7 @@ static apr_status_t db_error(ts_store_t *st, apr_pool_t *p, const ts_stmt_def_t 
         *msg = apr_psprintf(p, "database busy (%s, code %d)", dmsg, rv);
         return TS_STORE_EBUSY;
     default:
+        if (store_error_hook) store_error_hook();
         *msg = apr_psprintf(p, "%s: statement %s failed: %s (code %d)", entity,
                             def ? def->name : "(direct)", dmsg, rv);
         return TS_STORE_EDB;

@@ -183,6 +183,10 @@ const char *ts_store_driver_name(const ts_store_t *st);   /* "sqlite3" or "mysql
  * TS_STORE_EFAULT instead of running. NULL name clears it. */
 void ts_store_test_fail_at(ts_store_t *st, const char *stmt_name, int nth);
 
+/* Called (from any thread) on every database error that is not a lock wait, a unique or a
+ * reference violation: for a metrics counter. Process-wide; NULL clears it. */
+void ts_store_set_error_hook(void (*fn)(void));
+
 /* ---- schema (ts_store_schema.c) ---- */
 
 /* Creates or migrates the schema to TS_STORE_SCHEMA_VERSION; idempotent, and safe when several
@@ -325,6 +329,9 @@ apr_status_t ts_store_registration_create(ts_store_t *st, apr_pool_t *p,
                                           ts_registration_t *r, const char **err);
 apr_status_t ts_store_registration_get(ts_store_t *st, apr_pool_t *p, const char *auth_id,
                                        ts_registration_t **r, const char **err);
+/* Pending entries whose expires_at is after now, oldest first, as ts_registration_t*. */
+apr_status_t ts_store_registration_list_pending(ts_store_t *st, apr_pool_t *p, apr_time_t now,
+                                                apr_array_header_t **regs, const char **err);
 /* pending -> approved/rejected, once: ECONFLICT if it is no longer pending. */
 apr_status_t ts_store_registration_resolve(ts_store_t *st, apr_pool_t *p, const char *auth_id,
                                            ts_reg_state_e state, apr_int64_t node_id,

@@ -39,6 +39,12 @@ static const ts_stmt_def_t SQL_REG_DELETE_EXPIRED = {
     "DELETE FROM registration_requests WHERE expires_at <= %lld", NULL
 };
 
+static const ts_stmt_def_t SQL_REG_LIST_PENDING = {
+    "registration_list_pending", "registration",
+    "SELECT " REG_COLS " FROM registration_requests WHERE state = 'pending' AND expires_at > %lld "
+    "ORDER BY created_at, auth_id", NULL
+};
+
 static const char *const STATE_NAMES[] = { "pending", "approved", "rejected" };
 
 static ts_reg_state_e state_from_text(const char *s)
@@ -144,6 +150,25 @@ apr_status_t ts_store_registration_get(ts_store_t *st, apr_pool_t *p, const char
         return rv;
     }
     *r = reg_from_row(p, row);
+    return APR_SUCCESS;
+}
+
+apr_status_t ts_store_registration_list_pending(ts_store_t *st, apr_pool_t *p, apr_time_t now,
+                                                apr_array_header_t **regs, const char **err)
+{
+    const void *args[] = { &now };
+    apr_array_header_t *rows;
+    apr_status_t rv = ts_store__select(st, p, &SQL_REG_LIST_PENDING, args, &rows, err);
+    int i;
+
+    *regs = apr_array_make(p, rv == APR_SUCCESS ? rows->nelts : 0, sizeof(ts_registration_t *));
+    if (rv != APR_SUCCESS) {
+        *err = apr_psprintf(p, "listing registrations: %s", *err);
+        return rv;
+    }
+    for (i = 0; i < rows->nelts; i++) {
+        APR_ARRAY_PUSH(*regs, ts_registration_t *) = reg_from_row(p, TS_ROW(rows, i));
+    }
     return APR_SUCCESS;
 }
 
