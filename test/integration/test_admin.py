@@ -257,7 +257,11 @@ def test_preauthkeys_and_nodes_reach_streams(admin_server):
                                    host=control.hostinfo("yankee", routable=["10.9.0.0/24"]))
     st, reg = control.post_json(y.conn, "/machine/register", req)
     assert st == 200 and reg["MachineAuthorized"], reg
-    idy = y.open_map()["Node"]["ID"]
+    # Like a real client, every map request's Hostinfo carries the advertised routes.
+    y.stream = control.MapStream(y.conn, control.map_request(
+        y.ident, endpoints=["198.51.100.9:41641"],
+        host=control.hostinfo("yankee", routable=["10.9.0.0/24"])))
+    idy = y.stream.next()["Node"]["ID"]
     x.stream.until(lambda m: idy in changed_ids(m))
 
     nodes = a.get("/nodes")["nodes"]
