@@ -18,11 +18,11 @@ APLOG_USE_MODULE(ts2021);
 /* A /machine/ request copied off its connection for a worker. */
 typedef struct machine_task {
     ts_tailnet_rt *rt;
-    ts_driver_t *driver;            /* a reference on driver->mb is held */
+    ts_mailbox_t *mb;               /* the connection owner's; a reference is held */
     uint64_t conn_id;
     int32_t stream_id;
     server_rec *s;
-    ts_conn_ctx ctx;                /* a copy, for registering streams */
+    char client_ip[48];             /* copied: the connection may be gone meanwhile */
     uint8_t machine_key[32];
     uint16_t version;
     char *body;
@@ -31,14 +31,14 @@ typedef struct machine_task {
 
 static void task_free(machine_task *t)
 {
-    ts_mailbox_unref(t->driver->mb);
+    ts_mailbox_unref(t->mb);
     free(t->body);
     free(t);
 }
 
 static void task_answer(machine_task *t, int status, const char *ctype, const char *body)
 {
-    ts_machine_post_response(t->driver, t->conn_id, t->stream_id, status, ctype, body,
+    ts_machine_post_response(t->mb, t->conn_id, t->stream_id, status, ctype, body,
                              body ? strlen(body) : 0);
 }
 
@@ -67,14 +67,14 @@ static void *APR_THREAD_FUNC run_register(apr_thread_t *thd, void *arg)
         ts_dbd_close(t->s, rec);
         if (res.log) {
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->s, APLOGNO(11040)
-                         "TS2021 register from %s: %s", t->ctx.client_ip, res.log);
+                         "TS2021 register from %s: %s", t->client_ip, res.log);
         }
         if (res.changed) ts_notify_bump();
         if (res.outcome == TS_REGISTER_PENDING) {
             machine_waiter *w = calloc(1, sizeof(*w));
             if (w && (w->auth_id = strdup(res.auth_id))) {
-                w->driver = t->driver;
-                ts_mailbox_ref(w->driver->mb);
+                w->mb = t->mb;
+                ts_mailbox_ref(w->mb);
                 w->conn_id = t->conn_id;
                 w->stream_id = t->stream_id;
                 memcpy(w->machine_key, t->machine_key, sizeof(w->machine_key));
@@ -219,7 +219,7 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
     ts_dbd_close(t->s, rec);
     if (rv == TS_STORE_ENOTFOUND || rv == APR_EACCES) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->s, APLOGNO(11041)
-                     "TS2021 map from %s refused: %s", t->ctx.client_ip, err);
+                     "TS2021 map from %s refused: %s", t->client_ip, err);
         task_text(t, rv == APR_EACCES ? 403 : 404, "node not found for this machine key\n");
         return 0;
     }
@@ -232,41 +232,63 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
     return 1;
 }
 
-/* Under rt->mu: the full map as one frame, posted to the owner ahead of any delta; for a
- * stream, registered in the same critical section so that no later delta is missed. */
+/* The full map as one frame. The JSON is put together from cached pieces under rt->mu; a
+ * stream is registered in the same critical section (pending: the deltas built meanwhile
+ * wait in its queue), the map is compressed after unlocking, and then the stream's head,
+ * this frame and the queued deltas are posted in order under rt->mu again, so that no delta
+ * is missed or overtakes the map. 1 if this was the node's first stream here. */
 static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
                          const map_request *m, int streaming)
 {
     ts_tailnet_rt *rt = t->rt;
+    ts_mapframe_enc_t *enc = NULL;
+    machine_stream *ms = NULL;
     const char *err = NULL;
     char *json;
     apr_size_t len;
-    uint8_t *frame;
-    size_t flen;
+    uint8_t *frame = NULL;
+    size_t flen = 0;
     apr_status_t rv;
     int first = 0;
 
     apr_thread_mutex_lock(rt->mu);
     rv = ts_map_full(rt->map, n->id, apr_time_now(), p, &json, &len, &err);
-    if (rv == APR_SUCCESS) {
-        rv = ts_mapframe_encode(rt->enc, p, json, len, m->compress, &frame, &flen, &err);
+    if (rv == APR_SUCCESS && m->compress && !(enc = ts_tailnet_enc_take(rt))) {
+        rv = APR_ENOMEM;
+        err = "out of memory";
     }
-    if (rv == APR_SUCCESS) {
-        if (streaming) {
-            /* The head goes first, then the frame, through the same FIFO as every delta. */
-            ts_machine_post_stream_start(t->driver, t->conn_id, t->stream_id);
-            ts_machine_post_frame(t->driver, t->conn_id, t->stream_id, frame, flen, NULL);
-            if (ts_tailnet_stream_add(rt, &t->ctx, t->stream_id, n->id, m->compress,
-                                      m->keepalive)) {
-                first = ts_presence_stream_up(rt->index, n->id);
-            }
-        }
-        else {
-            ts_machine_post_response(t->driver, t->conn_id, t->stream_id, 200,
-                                     "application/octet-stream", (const char *)frame, flen);
-        }
+    if (rv == APR_SUCCESS && streaming) {
+        ms = ts_tailnet_stream_add(rt, t->mb, t->conn_id, t->stream_id, n->id, m->compress,
+                                   m->keepalive);
+        if (ms) first = ts_presence_stream_up(rt->index, n->id);
     }
     apr_thread_mutex_unlock(rt->mu);
+    if (rv == APR_SUCCESS) {
+        size_t cap = ts_mapframe_bound(len, m->compress);
+        if (!(frame = malloc(cap))) {
+            rv = APR_ENOMEM;
+            err = "out of memory";
+        }
+        else {
+            rv = ts_mapframe_encode_into(enc, json, len, m->compress, frame, cap, &flen, &err);
+        }
+        if (rv != APR_SUCCESS) {
+            free(frame);
+            frame = NULL;
+        }
+    }
+    if (enc || ms) {
+        apr_thread_mutex_lock(rt->mu);
+        ts_tailnet_enc_give(rt, enc);
+        if (ms && !ts_tailnet_stream_ready(rt, ms, frame, flen)) first = 0;
+        apr_thread_mutex_unlock(rt->mu);
+        if (ms) frame = NULL;       /* passed on */
+    }
+    if (rv == APR_SUCCESS && !streaming) {
+        ts_machine_post_response(t->mb, t->conn_id, t->stream_id, 200,
+                                 "application/octet-stream", (const char *)frame, flen);
+    }
+    free(frame);
     if (rv == APR_EAGAIN) {
         task_text(t, 503, "no DERP map configured on this server (TS2021DERPMapFile)\n");
     }
@@ -337,11 +359,11 @@ static int machine_submit(ts_conn_ctx *ctx, const ts_conn_request_t *req, ts_tai
     t->body[req->body_len] = '\0';
     t->len = req->body_len;
     t->rt = rt;
-    t->driver = ctx->driver;
+    t->mb = ctx->driver->mb;
     t->conn_id = ctx->id;
     t->stream_id = req->stream_id;
     t->s = ctx->s;
-    t->ctx = *ctx;
+    apr_cpystrn(t->client_ip, ctx->client_ip ? ctx->client_ip : "", sizeof(t->client_ip));
     memcpy(t->machine_key, req->machine_key, sizeof(t->machine_key));
     t->version = req->version;
     ts_mailbox_ref(ctx->driver->mb);
