@@ -194,9 +194,10 @@ static int map_apply(apr_pool_t *p, ts_node_t *n, const map_request *m, int auth
     return changed;
 }
 
-/* Authorises the request's node and stores what it reports; *n is the node. */
+/* Authorises the request's node and stores what it reports; *n is the node. *bump: the row
+ * changed and the notifier must be told (the caller does, once, together with "online"). */
 static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_node_t **n,
-                       apr_array_header_t **routes)
+                       apr_array_header_t **routes, int *bump)
 {
     ap_dbd_t *rec;
     ts_store_t *st = ts_dbd_open(p, t->s, &rec);
@@ -213,7 +214,7 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
     if (rv == APR_SUCCESS && !m->read_only && map_apply(p, *n, m, authoritative)) {
         (*n)->version = 0;      /* last writer wins: this is the node speaking for itself */
         rv = ts_store_node_update(st, p, *n, &err);
-        if (rv == APR_SUCCESS) ts_notify_bump();
+        if (rv == APR_SUCCESS) *bump = 1;
     }
     if (rv == APR_SUCCESS) rv = ts_store_node_routes_get(st, p, (*n)->id, routes, &err);
     ts_dbd_close(t->s, rec);
@@ -236,9 +237,11 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
  * stream is registered in the same critical section (pending: the deltas built meanwhile
  * wait in its queue), the map is compressed after unlocking, and then the stream's head,
  * this frame and the queued deltas are posted in order under rt->mu again, so that no delta
- * is missed or overtakes the map. 1 if this was the node's first stream here. */
-static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
-                         const map_request *m, int streaming)
+ * is missed or overtakes the map. The node's first stream here publishes it online before
+ * the compression, with the change map_prepare stored (bump) in the same notification, so
+ * that peers get one delta for both. */
+static void map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
+                          const map_request *m, int streaming, int bump)
 {
     ts_tailnet_rt *rt = t->rt;
     ts_mapframe_enc_t *enc = NULL;
@@ -263,6 +266,8 @@ static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
         if (ms) first = ts_presence_stream_up(rt->index, n->id);
     }
     apr_thread_mutex_unlock(rt->mu);
+    if (first) ts_tailnet_publish_online(rt, n->id);      /* bumps */
+    else if (bump) ts_notify_bump();
     if (rv == APR_SUCCESS) {
         size_t cap = ts_mapframe_bound(len, m->compress);
         if (!(frame = malloc(cap))) {
@@ -280,7 +285,7 @@ static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
     if (enc || ms) {
         apr_thread_mutex_lock(rt->mu);
         ts_tailnet_enc_give(rt, enc);
-        if (ms && !ts_tailnet_stream_ready(rt, ms, frame, flen)) first = 0;
+        if (ms) ts_tailnet_stream_ready(rt, ms, frame, flen);
         apr_thread_mutex_unlock(rt->mu);
         if (ms) frame = NULL;       /* passed on */
     }
@@ -298,7 +303,6 @@ static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
                      err ? err : "cannot build");
         task_text(t, 500, "cannot build the map\n");
     }
-    return first;
 }
 
 static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
@@ -310,6 +314,7 @@ static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
     apr_pool_t *p;
     apr_array_header_t *routes = NULL;
     ts_node_t *n;
+    int bump = 0;
 
     (void)thd;
     apr_pool_create_unmanaged_ex(&p, NULL, NULL);
@@ -321,7 +326,7 @@ static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
         task_text(t, 400, apr_psprintf(p, "unsupported client version %d (minimum %d)\n",
                                        m.version, t->rt->conf->min_capver));
     }
-    else if (map_prepare(t, p, &m, &n, &routes)) {
+    else if (map_prepare(t, p, &m, &n, &routes, &bump)) {
         if (!m.stream && m.omit_peers) {
             task_answer(t, 200, "application/octet-stream", "");   /* lite update */
         }
@@ -333,11 +338,11 @@ static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
             ts_map_node_upsert(t->rt->map, n, routes, p, &bad);
             apr_thread_mutex_unlock(t->rt->mu);
             /* Old clients' read-only first poll is answered as a one-shot (spec 2.2). */
-            if (map_send_full(t, p, n, &m, m.stream && !m.read_only)) {
-                ts_tailnet_publish_online(t->rt, n->id);
-            }
+            map_send_full(t, p, n, &m, m.stream && !m.read_only, bump);
+            bump = 0;
         }
     }
+    if (bump) ts_notify_bump();
     if (j) json_decref(j);
     apr_pool_destroy(p);
     task_free(t);

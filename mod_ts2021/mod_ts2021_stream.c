@@ -20,6 +20,9 @@ APLOG_USE_MODULE(ts2021);
 #define STREAM_KEEPALIVE_JIT  9000      /* ms */
 #define STREAM_RECHECK        apr_time_from_sec(2)
 #define STREAM_CHANGES_BATCH  1000
+/* Batches one round applies (each followed by its fan-out) before it lets the notifier's
+ * other tailnets run; a round left behind asks for the next one at once. */
+#define STREAM_BATCHES_PER_ROUND 4
 
 static apr_array_header_t *tailnets;     /* ts_tailnet_rt *, one per ServerName */
 
@@ -307,9 +310,9 @@ static void apply_node(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p, apr_int
     apr_thread_mutex_unlock(rt->mu);
 }
 
-/* Reads the changes since the view's generation and applies them; the delta is built by
- * the caller. */
-static void apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
+/* Reads one batch of the changes since the view's generation and applies them; the delta is
+ * built by the caller. 1 if the batch was full (more may follow), else 0. */
+static int apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
 {
     apr_array_header_t *changes;
     apr_int64_t through, since;
@@ -324,9 +327,9 @@ static void apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
     rv = ts_store_changes_since(st, p, since, STREAM_CHANGES_BATCH, &changes, &through, &err);
     if (rv == TS_STORE_EPRUNED) {
         load_all(rt, st, p);
-        return;
+        return 0;
     }
-    if (rv != APR_SUCCESS || through == since) return;
+    if (rv != APR_SUCCESS || through == since) return 0;
     plan_changes(&plan, p, changes);
     for (hi = apr_hash_first(p, plan.users); hi; hi = apr_hash_next(hi)) {
         apply_user(rt, st, p, *(const apr_int64_t *)apr_hash_this_key(hi));
@@ -338,6 +341,7 @@ static void apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
     apr_thread_mutex_lock(rt->mu);
     rt->generation = through;
     apr_thread_mutex_unlock(rt->mu);
+    return through >= since + STREAM_CHANGES_BATCH;
 }
 
 /* A post collected under rt->mu, made after unlocking. */
@@ -827,10 +831,26 @@ static void tailnet_round(void *baton, int changed)
 
     apr_pool_create_unmanaged_ex(&p, NULL, NULL);
     streams_reap(rt);
+    changed |= rt->behind;
     st = (changed || recheck || sweep || rt->offline_due->nelts || rt->ephemeral_due->nelts)
          ? ts_dbd_open(p, rt->s, &rec) : NULL;
-    if (st && !rt->loaded) load_all(rt, st, p);
-    else if (st && changed) apply_changes(rt, st, p);
+    rt->behind = 0;
+    if (st && !rt->loaded) {
+        load_all(rt, st, p);
+    }
+    else if (st && changed) {
+        /* Until caught up with the change log, a batch at a time, each fanned out; past
+         * the round's budget the next round starts at once (never waiting for a bump). */
+        int batches = 0;
+        while (apply_changes(rt, st, p)) {
+            if (++batches >= STREAM_BATCHES_PER_ROUND) {
+                rt->behind = 1;
+                ts_notify_again();
+                break;
+            }
+            fan_out(rt, p, apr_time_now());
+        }
+    }
     if (st) presence_timers(rt, st, p, now);
     if (st && sweep) {
         presence_sweep(rt, st, p, now);
