@@ -240,11 +240,11 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
  * is missed or overtakes the map. The node's first stream here publishes it online before
  * the compression, with the change map_prepare stored (bump) in the same notification, so
  * that peers get one delta for both. */
-static void map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
+static void map_send_full(machine_task *t, const ts_node_t *n,
                           const map_request *m, int streaming, int bump)
 {
     ts_tailnet_rt *rt = t->rt;
-    ts_mapframe_enc_t *enc = NULL;
+    ts_tailnet_scratch *sc;
     machine_stream *ms = NULL;
     const char *err = NULL;
     char *json;
@@ -255,10 +255,12 @@ static void map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
     int first = 0;
 
     apr_thread_mutex_lock(rt->mu);
-    rv = ts_map_full(rt->map, n->id, apr_time_now(), p, &json, &len, &err);
-    if (rv == APR_SUCCESS && m->compress && !(enc = ts_tailnet_enc_take(rt))) {
+    if (!(sc = ts_tailnet_scratch_take(rt))) {
         rv = APR_ENOMEM;
         err = "out of memory";
+    }
+    else {
+        rv = ts_map_full(rt->map, n->id, apr_time_now(), sc->pool, &json, &len, &err);
     }
     if (rv == APR_SUCCESS && streaming) {
         ms = ts_tailnet_stream_add(rt, t->mb, t->conn_id, t->stream_id, n->id, m->compress,
@@ -270,21 +272,29 @@ static void map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
     else if (bump) ts_notify_bump();
     if (rv == APR_SUCCESS) {
         size_t cap = ts_mapframe_bound(len, m->compress);
-        if (!(frame = malloc(cap))) {
+        if (sc->out_cap < cap) {
+            free(sc->out);
+            sc->out_cap = 0;
+            if ((sc->out = malloc(cap)) != NULL) sc->out_cap = cap;
+        }
+        if (!sc->out) {
             rv = APR_ENOMEM;
             err = "out of memory";
         }
         else {
-            rv = ts_mapframe_encode_into(enc, json, len, m->compress, frame, cap, &flen, &err);
+            rv = ts_mapframe_encode_into(sc->enc, json, len, m->compress, sc->out, cap, &flen,
+                                         &err);
         }
-        if (rv != APR_SUCCESS) {
-            free(frame);
-            frame = NULL;
+        /* The frame leaves in a buffer of its own size; the big one stays for the next. */
+        if (rv == APR_SUCCESS && !(frame = malloc(flen ? flen : 1))) {
+            rv = APR_ENOMEM;
+            err = "out of memory";
         }
+        if (rv == APR_SUCCESS) memcpy(frame, sc->out, flen);
     }
-    if (enc || ms) {
+    if (sc || ms) {
         apr_thread_mutex_lock(rt->mu);
-        ts_tailnet_enc_give(rt, enc);
+        ts_tailnet_scratch_give(rt, sc);
         if (ms) ts_tailnet_stream_ready(rt, ms, frame, flen);
         apr_thread_mutex_unlock(rt->mu);
         if (ms) frame = NULL;       /* passed on */
@@ -338,7 +348,7 @@ static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
             ts_map_node_upsert(t->rt->map, n, routes, p, &bad);
             apr_thread_mutex_unlock(t->rt->mu);
             /* Old clients' read-only first poll is answered as a one-shot (spec 2.2). */
-            map_send_full(t, p, n, &m, m.stream && !m.read_only, bump);
+            map_send_full(t, n, &m, m.stream && !m.read_only, bump);
             bump = 0;
         }
     }

@@ -73,7 +73,7 @@ typedef struct ts_tailnet_rt {
     int loaded;
     machine_stream *streams;
     int nstreams;
-    apr_array_header_t *spare_encs; /* ts_mapframe_enc_t *, for compressing off the lock */
+    apr_array_header_t *spare_scratch;  /* ts_tailnet_scratch *, for maps off the lock */
     int behind;                     /* the last round stopped short of the generation */
     machine_waiter *waiters;
     apr_array_header_t *offline_due;     /* apr_int64_t node ids whose last stream ended */
@@ -114,10 +114,19 @@ void ts_tailnet_stream_closed(ts_conn_ctx *ctx, int32_t stream_id);
 void ts_tailnet_publish_online(ts_tailnet_rt *rt, apr_int64_t node_id);
 /* Under rt->mu: hold a Followup registration. */
 void ts_tailnet_waiter_add(ts_tailnet_rt *rt, machine_waiter *w);
-/* Under rt->mu: a compression context for use after unlocking; give it back (under rt->mu)
- * when done. NULL if out of memory. */
-ts_mapframe_enc_t *ts_tailnet_enc_take(ts_tailnet_rt *rt);
-void ts_tailnet_enc_give(ts_tailnet_rt *rt, ts_mapframe_enc_t *enc);
+/* What a worker needs to build and compress a full map off the lock, kept between maps so
+ * that the multi-MB buffers are not faulted in afresh every time. */
+typedef struct ts_tailnet_scratch {
+    apr_pool_t *pool;               /* unmanaged, own allocator: cleared on give */
+    ts_mapframe_enc_t *enc;         /* lives in encpool (not cleared) */
+    apr_pool_t *encpool;
+    uint8_t *out;                   /* malloc'ed compression output, kept */
+    size_t out_cap;
+} ts_tailnet_scratch;
+/* Under rt->mu: a scratch set for use after unlocking; give it back (under rt->mu) when
+ * done (its pool is cleared then). NULL if out of memory. */
+ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt);
+void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc);
 
 /* Posted to a connection's owner: write a frame on a stream; the stream ends if the client
  * does not read (its queue is full), so that it reconnects and gets a full map. */

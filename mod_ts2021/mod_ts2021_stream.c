@@ -803,18 +803,43 @@ int ts_tailnet_stream_ready(ts_tailnet_rt *rt, machine_stream *ms, uint8_t *fram
     return 1;
 }
 
-ts_mapframe_enc_t *ts_tailnet_enc_take(ts_tailnet_rt *rt)
-{
-    ts_mapframe_enc_t *enc = NULL;
+/* Spare scratch sets kept per tailnet (each holds about one full map of JSON). */
+#define STREAM_SPARE_SCRATCH  4
 
-    if (rt->spare_encs->nelts) return *(ts_mapframe_enc_t **)apr_array_pop(rt->spare_encs);
-    if (ts_mapframe_enc_create(&enc, rt->pool, 0) != APR_SUCCESS) return NULL;
-    return enc;
+static void scratch_destroy(ts_tailnet_scratch *sc)
+{
+    if (sc->pool) apr_pool_destroy(sc->pool);
+    if (sc->encpool) apr_pool_destroy(sc->encpool);
+    free(sc->out);
+    free(sc);
 }
 
-void ts_tailnet_enc_give(ts_tailnet_rt *rt, ts_mapframe_enc_t *enc)
+ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
 {
-    if (enc) APR_ARRAY_PUSH(rt->spare_encs, ts_mapframe_enc_t *) = enc;
+    ts_tailnet_scratch *sc;
+
+    if (rt->spare_scratch->nelts) {
+        return *(ts_tailnet_scratch **)apr_array_pop(rt->spare_scratch);
+    }
+    if (!(sc = calloc(1, sizeof(*sc)))) return NULL;
+    if (apr_pool_create_unmanaged_ex(&sc->pool, NULL, NULL) != APR_SUCCESS
+        || apr_pool_create_unmanaged_ex(&sc->encpool, NULL, NULL) != APR_SUCCESS
+        || ts_mapframe_enc_create(&sc->enc, sc->encpool, 0) != APR_SUCCESS) {
+        scratch_destroy(sc);
+        return NULL;
+    }
+    return sc;
+}
+
+void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
+{
+    if (!sc) return;
+    if (rt->spare_scratch->nelts >= STREAM_SPARE_SCRATCH) {
+        scratch_destroy(sc);
+        return;
+    }
+    apr_pool_clear(sc->pool);       /* keeps its blocks for the next map */
+    APR_ARRAY_PUSH(rt->spare_scratch, ts_tailnet_scratch *) = sc;
 }
 
 /* ---- the notifier's round ---- */
@@ -904,7 +929,7 @@ static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int inde
     rt->offline_due = apr_array_make(p, 16, sizeof(apr_int64_t));
     rt->ephemeral_due = apr_array_make(p, 16, 2 * sizeof(apr_int64_t));
     rt->stream_index = apr_hash_make(p);
-    rt->spare_encs = apr_array_make(p, 8, sizeof(ts_mapframe_enc_t *));
+    rt->spare_scratch = apr_array_make(p, STREAM_SPARE_SCRATCH, sizeof(ts_tailnet_scratch *));
     if (apr_thread_mutex_create(&rt->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
         || apr_thread_mutex_create(&rt->close_mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
         || ts_map_create(&rt->map, p) != APR_SUCCESS

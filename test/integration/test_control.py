@@ -413,3 +413,64 @@ def test_join_endpoints_and_online_in_one_delta(server_factory, tmp_path):
         assert len(seen) <= 2, seen
         b.close()
     a.close()
+
+
+def test_streams_opened_during_changes_never_go_back(server_factory, tmp_path):
+    """Streams opened while a peer keeps changing its endpoints: the first map is compressed
+    off the lock while deltas go on, so each stream must see the peer's values in order from
+    its first map on (never an older one after a newer) and end at the last one."""
+    import threading
+    s = tailnet_server(server_factory, tmp_path)
+    key = new_authkey(s, "kim", "--reusable")
+    mover = Node(s, "mover")
+    mover.register(key)
+    idm = mover.open_map()["Node"]["ID"]
+    watchers = [Node(s, f"watch{i}") for i in range(6)]
+    for w in watchers:
+        w.register(key)
+    rounds = 30
+    errors = []
+
+    def move():
+        try:
+            for i in range(1, rounds + 1):
+                assert mover.lite_update([f"198.51.100.{i}:41641"]) == 200
+                time.sleep(0.02)
+        except Exception as e:      # reported below
+            errors.append(e)
+
+    def index_of(p):
+        eps = p.get("Endpoints") or []
+        for e in eps:
+            m = re.match(r"198\.51\.100\.(\d+):41641$", e)
+            if m:
+                return int(m.group(1))
+        return None
+
+    t = threading.Thread(target=move)
+    t.start()
+    seen = {}
+    for w in watchers:
+        first = w.open_map()
+        peer = [p for p in first["Peers"] if p["ID"] == idm][0]
+        seen[w.name] = [index_of(peer) or 0]
+        time.sleep(0.05)
+    t.join()
+    assert not errors, errors
+    for w in watchers:
+        deadline = time.time() + 10
+        while seen[w.name][-1] != rounds and time.time() < deadline:
+            m = w.stream.next(timeout=2)
+            if m is None:
+                continue
+            for p in (m.get("PeersChanged") or []):
+                if p["ID"] == idm and index_of(p) is not None:
+                    seen[w.name].append(index_of(p))
+            for p in (m.get("PeersChangedPatch") or []):
+                if p.get("NodeID") == idm and index_of(p) is not None:
+                    seen[w.name].append(index_of(p))
+        vals = seen[w.name]
+        assert vals[-1] == rounds, (w.name, vals)
+        assert vals == sorted(vals), (w.name, vals)     # never back in time
+    for n in watchers + [mover]:
+        n.close()
