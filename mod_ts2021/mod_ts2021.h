@@ -67,6 +67,9 @@ int ts_info_handler(request_rec *r);
 /* mod_ts2021_register.c: SetHandler ts2021-register, the interactive login page */
 int ts_regpage_handler(request_rec *r);
 
+/* mod_ts2021_ui.c: SetHandler ts2021-ui, the web admin UI */
+int ts_ui_handler(request_rec *r);
+
 /* mod_ts2021_key.c: GET /key */
 int ts_key_handler(request_rec *r);
 
