@@ -361,3 +361,44 @@ def test_bad_login_directives_fail_configtest(line, message):
         assert r.returncode != 0 and message in r.stderr, r.stderr
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind not installed")
+def test_login_page_and_ui_under_valgrind(authdir):
+    from test_memcheck import errors_in
+
+    made = []
+
+    def factory(extra_args=()):
+        s = Server(make_state_dir(), "sqlite", None,
+                   list(extra_args) + ["--valgrind", str(authdir / "valgrind.log")])
+        made.append(s)
+        assert s.start()
+        return s
+
+    s = login_server(factory, authdir, extra="    <Location /admin/ui>\n"
+                     "        SetHandler ts2021-ui\n    </Location>\n")
+    try:
+        n, auth_id, held = start_login(s, "valgrind-node")
+        assert page(s, auth_id)[0] == 401
+        st, _, body = page(s, auth_id, "alice")
+        assert st == 200
+        token = form_token(body)
+        assert post(s, auth_id, "alice", {"action": "approve", "token": "0" * 81})[0] == 403
+        assert post(s, auth_id, "bob", {"action": "approve", "token": token})[0] == 403
+        assert post(s, "tsreg-" + "1" * 32, "alice", {"token": token})[0] == 404
+        assert post(s, auth_id, "alice", {"action": "approve", "token": token})[0] == 200
+        assert n.conn.wait_for(lambda: held.ended, timeout=30)
+        assert page(s, auth_id, "alice")[0] == 409
+        n.close()
+        for path in ("/admin/ui/", "/admin/ui/app.js", "/admin/ui", "/admin/ui/x.js"):
+            assert s.request("GET", path)[0] in (200, 301, 404)
+        s.stop()
+        log = (authdir / "valgrind.log").read_text()
+        assert "Memcheck" in log and "ERROR SUMMARY" in log, log[-2000:]
+        bad = errors_in(log)
+        assert not bad, "\n\n".join(bad[:5])
+    finally:
+        for m in made:
+            m.stop(check_log=False)
+            shutil.rmtree(m.state, ignore_errors=True)
