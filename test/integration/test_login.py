@@ -40,7 +40,7 @@ def authdir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def login_server(server_factory, tmp_path, extra=""):
+def login_server(server_factory, tmp_path, extra="", **kw):
     """A tailnet whose /register is open to the group 'tailnet' (alice, bob), not mallory.
     tmp_path must be readable by the Apache children (the authdir fixture)."""
     htpasswd = tmp_path / "htpasswd"
@@ -71,7 +71,8 @@ def login_server(server_factory, tmp_path, extra=""):
         AuthzSendForbiddenOnFailure On
     </Location>
 """)
-    return server_factory(extra_args=["--global-conf", str(glob), "--extra-conf", str(conf)])
+    return server_factory(extra_args=["--global-conf", str(glob), "--extra-conf", str(conf)],
+                          **kw)
 
 
 def start_login(s, name):
@@ -310,6 +311,36 @@ def test_login_page_without_auth_configured_refuses(server_factory, authdir):
     assert st == 403 and "user name" in body.decode()
     assert "no authenticated user" in s.errlog()
     assert held_still_waiting(n, held)
+    n.close()
+
+
+def test_login_across_two_servers_sharing_the_key(server_factory, authdir, db):
+    # Two Apaches on one MariaDB with the same key file: the form of one is accepted by the
+    # other, and the approval reaches the follow-up held by the first; a server with another
+    # key refuses the form.
+    if db != "mysql":
+        pytest.skip("two servers share one database only on MariaDB")
+    s1 = login_server(server_factory, authdir)
+    s2 = login_server(server_factory, authdir, fresh_db=False, start=False)
+    s3 = login_server(server_factory, authdir, fresh_db=False)
+    keys = os.path.join(s2.state, "keys")
+    os.makedirs(keys, mode=0o700, exist_ok=True)
+    shutil.copy(os.path.join(s1.state, "keys", "127.0.0.1.key"), keys)
+    s2.start()
+    assert s2.request("GET", "/key?v=145")[2] == s1.request("GET", "/key?v=145")[2]
+    assert s3.request("GET", "/key?v=145")[2] != s1.request("GET", "/key?v=145")[2]
+
+    n, auth_id, held = start_login(s1, "roaming")
+    token = form_token(page(s1, auth_id, "alice")[2])
+    assert post(s3, auth_id, "alice", {"action": "approve", "token": token})[0] == 403
+    assert held_still_waiting(n, held)
+    t0 = time.time()
+    st, body = post(s2, auth_id, "alice", {"action": "approve", "token": token})
+    assert st == 200, body
+    assert n.conn.wait_for(lambda: held.ended, timeout=10)
+    assert time.time() - t0 < 3
+    assert json.loads(bytes(held.body))["MachineAuthorized"]
+    assert page(s1, auth_id, "alice")[0] == 409
     n.close()
 
 
