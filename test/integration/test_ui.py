@@ -61,9 +61,6 @@ def ui_server(server_factory, authdir, extra=""):
     </Location>
     <Location /admin/api>
         SetHandler ts2021-admin
-        <IfDirective TS2021AdminBase>
-            TS2021AdminBase /admin/api
-        </IfDirective>
     </Location>
     <Location /admin/ui>
         SetHandler ts2021-ui
