@@ -187,6 +187,18 @@ def go(d, page, wait_for=None):
     return wait_loaded(d, page, wait_for)
 
 
+def go_until(d, page, pred, timeout=15):
+    """Reloads the page's data (as its own refresh would) until pred(text) holds."""
+    deadline = time.time() + timeout
+    while True:
+        text = go(d, page)
+        if pred(text):
+            return text
+        if time.time() > deadline:
+            raise AssertionError(f"page {page} never showed what was expected:\n{text}")
+        time.sleep(0.5)
+
+
 def png_facts(data):
     """(width, height, distinct scanlines) of an 8-bit RGB/RGBA non-interlaced PNG."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -257,8 +269,7 @@ def test_nodes_page_two_nodes_screenshot(admin_server, browser):
 
     # b goes away: the page shows it offline after the grace period and a refresh
     b.close()
-    time.sleep(2.5)
-    text = go(browser, "nodes", lambda t: "offline" in t)
+    text = go_until(browser, "nodes", lambda t: "offline" in t)
     assert "last seen" in text
     # expire a's key from the page
     row = browser.find_element("css selector", f"tr[data-node='{nodes['web-frontend']['id']}']")
@@ -313,6 +324,10 @@ def test_keys_page_creates_a_working_preauth_key(admin_server, browser):
     key = browser.find_element("css selector", ".newkey input").get_attribute("value")
     assert re.fullmatch(r"tskey-auth-\S+", key), key
     browser.find_element("css selector", ".newkey button.copy").click()
+    deadline = time.time() + 5
+    while time.time() < deadline and \
+            browser.find_element("css selector", ".newkey button.copy").text != "Copied":
+        time.sleep(0.1)
     assert browser.find_element("css selector", ".newkey button.copy").text == "Copied"
     text = browser.find_element("id", "page").text
     assert "dave" in text and "reusable" in text and "laptops <b>" in text
