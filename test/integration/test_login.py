@@ -160,6 +160,15 @@ def test_login_page_auth_outcomes_and_approval(server_factory, authdir):
     assert post(s, auth_id, "bob", {"action": "approve", "token": token})[0] == 403
     other = "tsreg-" + "0" * 32
     assert post(s, other, "alice", {"action": "approve", "token": token})[0] == 404
+    # The token in a JSON body, or in an oversized form: refused.
+    hdr = dict(basic("alice"), **{"Content-Type": "application/json"})
+    st, _, _ = s.request("POST", f"/register/{auth_id}", headers=hdr,
+                         body=json.dumps({"action": "approve", "token": token}).encode())
+    assert st == 403
+    big = urllib.parse.urlencode({"action": "approve", "token": token, "pad": "x" * 10000})
+    hdr = dict(basic("alice"), **{"Content-Type": "application/x-www-form-urlencoded"})
+    st, _, _ = s.request("POST", f"/register/{auth_id}", body=big.encode(), headers=hdr)
+    assert st == 413, st
     # Posting with mallory's credentials never reaches the handler.
     assert post(s, auth_id, "mallory", {"action": "approve", "token": token})[0] == 403
     assert nodes(s) == [] and users(s) == before_users
