@@ -314,6 +314,10 @@ static const char *set_login_user_var(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
     if (!*arg) return "TS2021LoginUserVar: the variable name is empty";
+    if (!strncasecmp(arg, "HTTP_", 5)) {
+        return apr_psprintf(cmd->pool, "TS2021LoginUserVar: '%s' would come from a request "
+                            "header, which the client chooses", arg);
+    }
     ts_conf(cmd->server)->login_user_var = arg;
     return NULL;
 }

@@ -389,6 +389,8 @@ def test_docs_login_configs_pass_configtest(name, mods):
 @pytest.mark.parametrize("line,message", [
     ('TS2021LoginUserExpr "%{REMOTE_USER"', "TS2021LoginUserExpr: '%{REMOTE_USER'"),
     ('TS2021LoginUserVar ""', "TS2021LoginUserVar takes one argument"),
+    ("TS2021LoginUserVar HTTP_X_USER", "TS2021LoginUserVar: 'HTTP_X_USER' would come from a "
+     "request header"),
     ('TS2021AdminAPIURL "/a b"', "TS2021AdminAPIURL: '/a b' is not a URL path"),
 ])
 def test_bad_login_directives_fail_configtest(line, message):
