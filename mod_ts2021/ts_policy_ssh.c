@@ -359,6 +359,40 @@ static void ssh_per_user(ts_policy_result_t *r, const ts_pol_ssh_t *s, int d, in
     json_decref(tagged);
 }
 
+/* With localpart users the control plane also gives each source node the rule for
+ * itself alone (its own login mapping included): reproduced as recorded. */
+static void ssh_localpart_self(ts_policy_result_t *r, const ts_pol_ssh_t *s, int d,
+                               json_t *rules)
+{
+    const char *localpart;
+    json_t *users, *action, *pr;
+    int u = r->tn->nodes[d].user;
+
+    if (!ssh_src_node(r, s, d)) {
+        return;
+    }
+    users = ssh_users(s, &localpart);
+    if (localpart == NULL) {
+        json_decref(users);
+        return;
+    }
+    action = ssh_action(r, s);
+    pr = json_array();
+    ssh_principals(r, pr, d);
+    ssh_emit(rules, s, pr, users, action);
+    if (r->nodes[d].taglist->nelts == 0 && u >= 0
+        && strcmp(ssh_domain(r->tn->users[u].email), localpart) == 0) {
+        const char *email = r->tn->users[u].email, *at = strrchr(email, '@');
+        char *local = apr_pstrndup(r->pool, email, (size_t)(at - email));
+        json_t *own = json_pack("{s:s}", local, local);
+        ssh_emit(rules, s, pr, own, action);
+        json_decref(own);
+    }
+    json_decref(pr);
+    json_decref(users);
+    json_decref(action);
+}
+
 static void ssh_compile_rule(ts_policy_result_t *r, const ts_pol_ssh_t *s, int d,
                              json_t *rules)
 {
@@ -367,6 +401,7 @@ static void ssh_compile_rule(ts_policy_result_t *r, const ts_pol_ssh_t *s, int d
     json_t *users, *action, *pr;
 
     if (!ssh_dst_node(r, s, d, &self)) {
+        ssh_localpart_self(r, s, d, rules);
         return;
     }
     users = ssh_users(s, &localpart);

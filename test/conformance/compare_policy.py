@@ -44,7 +44,7 @@ def norm_action(a):
 
 def norm_ssh(r):
     return canon({
-        "principals": sorted(canon(p) for p in r.get("principals") or []),
+        "principals": sorted(set(canon(p) for p in r.get("principals") or [])),
         "sshUsers": r.get("sshUsers") or {},
         "action": norm_action(r.get("action")),
         "acceptEnv": r.get("acceptEnv") or [],
