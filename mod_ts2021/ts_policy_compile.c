@@ -65,8 +65,9 @@ apr_status_t ts_policy_compile(apr_pool_t *p, const ts_policy_t *pol,
             return APR_EINVAL;
         }
     }
-    if (ts_pol_routes(r, err) || ts_pol_filter(r, err) || ts_pol_ssh(r, err)
-        || ts_pol_attrs(r, err) || ts_pol_tests(r, err)) {
+    /* attributes first: disable-ipv4 changes the node's addresses */
+    if (ts_pol_attrs(r, err) || ts_pol_routes(r, err) || ts_pol_filter(r, err)
+        || ts_pol_ssh(r, err) || ts_pol_tests(r, err)) {
         return APR_EINVAL;
     }
     *out = r;
@@ -187,8 +188,16 @@ static void compile_extend(json_t *a, json_t *b)
 json_t *ts_policy_peer_allowed_ips(const ts_policy_result_t *r, int i, int j)
 {
     json_t *a = json_array();
+    /* a viewer without IPv4 is told only its peers' IPv6 addresses */
+    int v6only = i != j && json_object_get(r->nodes[i].capmap, "disable-ipv4") != NULL;
+    int k;
 
-    compile_cidrs(a, r->nodes[j].addrs);
+    for (k = 0; k < r->nodes[j].addrs->nelts; k++) {
+        const ts_pol_addr_t *x = &APR_ARRAY_IDX(r->nodes[j].addrs, k, ts_pol_addr_t);
+        if (!v6only || x->r.fam == 6) {
+            json_array_append_new(a, json_sprintf("%s/%d", x->text, x->r.fam == 4 ? 32 : 128));
+        }
+    }
     if (i == j) {
         compile_extend(a, ts_policy_approved_routes(r, i));
         return a;

@@ -242,25 +242,44 @@ static json_t *filter_capgrant(const ts_pol_node_t *n, json_t *capmap)
     return json_pack("{s:o,s:O}", "Dsts", dsts, "CapMap", capmap);
 }
 
-/* Application capabilities and the companions the clients expect with some of them. */
+/* Application capabilities granted to the sources on node j. */
 static void filter_app(filter_ctx_t *c, int j, const ts_pol_rule_t *rule, const char *key,
                        json_t *src)
+{
+    filter_acc_t *f = filter_acc(c, j, key, src, NULL, 1);
+    json_array_append_new(f->capgrant, filter_capgrant(&c->r->nodes[j], rule->app));
+}
+
+/* Some capabilities come with a companion in the other direction: the sources learn
+ * that the destinations may use it back (drive: drive-sharer; relay: relay-target). The
+ * companion goes on every source node, from the destinations (dsrc: their addresses in
+ * source form). */
+static void filter_companions(filter_ctx_t *c, const ts_pol_rule_t *rule, const uint64_t *srcs,
+                              json_t *dsrc, const char *dkey)
 {
     static const char *const companions[][2] = {
         { "tailscale.com/cap/drive", "tailscale.com/cap/drive-sharer" },
         { "tailscale.com/cap/relay", "tailscale.com/cap/relay-target" },
     };
-    filter_acc_t *f = filter_acc(c, j, key, src, NULL, 1);
     size_t k;
+    int i;
 
-    json_array_append_new(f->capgrant, filter_capgrant(&c->r->nodes[j], rule->app));
+    if (rule->app == NULL || json_array_size(dsrc) == 0) {
+        return;
+    }
     for (k = 0; k < sizeof(companions) / sizeof(companions[0]); k++) {
-        if (json_object_get(rule->app, companions[k][0]) != NULL) {
-            json_t *m = json_pack("{s:n}", companions[k][1]);
-            f = filter_acc(c, j, key, src, NULL, 1);
-            json_array_append_new(f->capgrant, filter_capgrant(&c->r->nodes[j], m));
-            json_decref(m);
+        json_t *m;
+        if (json_object_get(rule->app, companions[k][0]) == NULL) {
+            continue;
         }
+        m = json_pack("{s:n}", companions[k][1]);
+        for (i = 0; i < c->r->n; i++) {
+            if (TS_POL_BIT(srcs, 0, 0, i)) {
+                filter_acc_t *f = filter_acc(c, i, dkey, dsrc, NULL, 1);
+                json_array_append_new(f->capgrant, filter_capgrant(&c->r->nodes[i], m));
+            }
+        }
+        json_decref(m);
     }
 }
 
@@ -367,6 +386,22 @@ static void filter_self(filter_ctx_t *c, const ts_pol_rule_t *rule, const ts_pol
         us.any = 0;
         us.cidrs = apr_array_make(r->pool, 1, sizeof(ts_pol_addr_t));
         filter_visibility(c, &us, &d);
+        if (rule->app != NULL) {
+            ts_pol_set_t ds;
+            const char *dkey;
+            json_t *dsrc;
+            memset(&ds, 0, sizeof(ds));
+            ds.addrs = apr_array_make(r->pool, 4, sizeof(ts_pol_addr_t));
+            for (j = 0; j < r->n; j++) {
+                for (k = 0; d.member[j] && k < r->nodes[j].addrs->nelts; k++) {
+                    *(ts_pol_addr_t *)apr_array_push(ds.addrs) =
+                        APR_ARRAY_IDX(r->nodes[j].addrs, k, ts_pol_addr_t);
+                }
+            }
+            dsrc = filter_src_json(r->pool, &ds, 0, &dkey);
+            APR_ARRAY_PUSH(keep, json_t *) = dsrc;
+            filter_companions(c, rule, c->sbits, dsrc, dkey);
+        }
     }
 }
 
@@ -417,6 +452,18 @@ static apr_status_t filter_rule(filter_ctx_t *c, const ts_pol_rule_t *rule,
         filter_bits(c, c->sbits, &s, 0);
         filter_bits(c, c->dbits, &d, internet);
         filter_visibility(c, &s, &d);
+        if (rule->app != NULL) {
+            ts_pol_set_t ds;
+            const char *dkey;
+            json_t *dsrc;
+            memset(&ds, 0, sizeof(ds));
+            if (ts_pol_resolve(r, dst->alias, 1, &ds, err)) {
+                return APR_EINVAL;
+            }
+            dsrc = filter_src_json(r->pool, &ds, 0, &dkey);
+            APR_ARRAY_PUSH(keep, json_t *) = dsrc;
+            filter_companions(c, rule, c->sbits, dsrc, dkey);
+        }
     }
     return APR_SUCCESS;
 }
