@@ -164,7 +164,27 @@ json_t *ts_policy_primary_routes(const ts_policy_result_t *r, int i)
     return a;
 }
 
-/* The primary routes of j that viewer i is told about. */
+static void compile_extend(json_t *a, json_t *b)
+{
+    json_array_extend(a, b);
+    json_decref(b);
+}
+
+static int compile_has_route(const ts_pol_node_t *n, const ts_pol_addr_t *rt)
+{
+    int k;
+
+    for (k = 0; k < n->routes->nelts; k++) {
+        const ts_pol_addr_t *x = &APR_ARRAY_IDX(n->routes, k, ts_pol_addr_t);
+        if (x->r.fam == rt->r.fam && x->r.lo == rt->r.lo && x->r.hi == rt->r.hi) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The primary routes of j that viewer i is told about: those the policy lets i use or
+ * be reached from, and those i serves too (an HA partner learns who is primary). */
 static json_t *compile_peer_routes(const ts_policy_result_t *r, int i, int j)
 {
     json_t *a = json_array();
@@ -172,17 +192,15 @@ static json_t *compile_peer_routes(const ts_policy_result_t *r, int i, int j)
 
     for (q = 0; q < r->proutes->nelts; q++) {
         const ts_pol_addr_t *rt;
-        if (ts_pol_route_node(r, q, &rt) == j && ts_pol_route_visible(r, q, i)) {
+        if (ts_pol_route_node(r, q, &rt) != j) {
+            continue;
+        }
+        if (ts_pol_route_visible(r, q, i)
+            || (compile_has_route(&r->nodes[i], rt) && ts_policy_can_see(r, i, j))) {
             json_array_append_new(a, json_string(rt->text));
         }
     }
     return a;
-}
-
-static void compile_extend(json_t *a, json_t *b)
-{
-    json_array_extend(a, b);
-    json_decref(b);
 }
 
 json_t *ts_policy_peer_allowed_ips(const ts_policy_result_t *r, int i, int j)

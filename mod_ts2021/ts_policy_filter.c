@@ -242,6 +242,27 @@ static json_t *filter_capgrant(const ts_pol_node_t *n, json_t *capmap)
     return json_pack("{s:o,s:O}", "Dsts", dsts, "CapMap", capmap);
 }
 
+/* Whether d names node j itself (its addresses), not only a route it serves: app
+ * capabilities are for nodes, never for the subnets behind them. */
+static int filter_lands_on_node(filter_ctx_t *c, const ts_pol_set_t *d, int internet, int j)
+{
+    const ts_pol_node_t *n = &c->r->nodes[j];
+    int k, m;
+
+    if (d->any || d->member[j]) {
+        return 1;
+    }
+    for (k = 0; !internet && k < d->cidrs->nelts; k++) {
+        for (m = 0; m < n->addrs->nelts; m++) {
+            if (ts_pol_overlaps(&APR_ARRAY_IDX(d->cidrs, k, ts_pol_addr_t).r,
+                                &APR_ARRAY_IDX(n->addrs, m, ts_pol_addr_t).r)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Application capabilities granted to the sources on node j. */
 static void filter_app(filter_ctx_t *c, int j, const ts_pol_rule_t *rule, const char *key,
                        json_t *src)
@@ -296,7 +317,7 @@ static void filter_emit(filter_ctx_t *c, const ts_pol_rule_t *rule, const ts_pol
         if (n == 0) {
             continue;
         }
-        if (rule->app != NULL) {
+        if (rule->app != NULL && filter_lands_on_node(c, d, internet, j)) {
             filter_app(c, j, rule, key, src);
         }
         if (!rule->grant) {
