@@ -248,11 +248,6 @@ static apr_status_t policy_protos(ts_policy_t *pol, const char *proto,
         return APR_SUCCESS;
     }
     v = policy_proto_number(proto);
-    if (strcmp(proto, "icmp") == 0) {   /* the name covers ICMPv6 too, the number not */
-        APR_ARRAY_PUSH(*out, int) = 1;
-        APR_ARRAY_PUSH(*out, int) = 58;
-        return APR_SUCCESS;
-    }
     if (v < 0) {
         return policy_fail(pol, err, proto, apr_psprintf(pol->pool, "proto=\"%s\": unknown "
                                                          "protocol", proto));

@@ -183,8 +183,57 @@ static int compile_has_route(const ts_pol_node_t *n, const ts_pol_addr_t *rt)
     return 0;
 }
 
-/* The primary routes of j that viewer i is told about: those the policy lets i use or
- * be reached from, and those i serves too (an HA partner learns who is primary). */
+static int compile_same(const ts_pol_addr_t *a, const ts_pol_addr_t *b)
+{
+    return a->r.fam == b->r.fam && a->r.lo == b->r.lo && a->r.hi == b->r.hi;
+}
+
+/* Whether viewer i may use route rt on its primary: the policy lets i reach it or be
+ * reached from it (via grants aside), or i serves it too (an HA partner). */
+static int compile_primary_visible(const ts_policy_result_t *r, int i, int j, int q,
+                                   const ts_pol_addr_t *rt)
+{
+    return ts_pol_route_visible(r, q, i)
+           || (compile_has_route(&r->nodes[i], rt) && ts_policy_can_see(r, i, j));
+}
+
+/* Whether a via grant sends viewer i through router j for rt. */
+static int compile_via_sends(const ts_policy_result_t *r, int i, int j,
+                             const ts_pol_addr_t *rt)
+{
+    int q;
+
+    for (q = 0; q < r->vias->nelts; q++) {
+        const ts_pol_addr_t *vr;
+        if (ts_pol_via_route(r, q, i, &vr) == j && vr != NULL && compile_same(vr, rt)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Whether j is the primary router for rt, and whether the policy (not a via grant)
+ * lets i use rt on its primary. */
+static void compile_primary_of(const ts_policy_result_t *r, int i, const ts_pol_addr_t *rt,
+                               int *primary, int *regular)
+{
+    int q;
+
+    *primary = -1;
+    *regular = 0;
+    for (q = 0; q < r->proutes->nelts; q++) {
+        const ts_pol_addr_t *pr;
+        int node = ts_pol_route_node(r, q, &pr);
+        if (compile_same(pr, rt)) {
+            *primary = node;
+            *regular = ts_pol_route_visible(r, q, i);
+        }
+    }
+}
+
+/* The subnet routes of j that viewer i is told about: j's primary routes i may use or
+ * that a via grant sends i through j for, and the routes j is not primary for that a
+ * via grant sends i through j for (unless i may use the primary anyway). */
 static json_t *compile_peer_routes(const ts_policy_result_t *r, int i, int j)
 {
     json_t *a = json_array();
@@ -195,9 +244,19 @@ static json_t *compile_peer_routes(const ts_policy_result_t *r, int i, int j)
         if (ts_pol_route_node(r, q, &rt) != j) {
             continue;
         }
-        if (ts_pol_route_visible(r, q, i)
-            || (compile_has_route(&r->nodes[i], rt) && ts_policy_can_see(r, i, j))) {
+        if (compile_primary_visible(r, i, j, q, rt) || compile_via_sends(r, i, j, rt)) {
             json_array_append_new(a, json_string(rt->text));
+        }
+    }
+    for (q = 0; q < r->vias->nelts; q++) {
+        const ts_pol_addr_t *vr;
+        int primary, regular;
+        if (ts_pol_via_route(r, q, i, &vr) != j || vr == NULL) {
+            continue;
+        }
+        compile_primary_of(r, i, vr, &primary, &regular);
+        if (primary != j && !regular) {
+            json_array_append_new(a, json_string(vr->text));
         }
     }
     return a;

@@ -29,6 +29,21 @@ typedef struct {
     uint64_t *viewers;
 } filter_proute_t;
 
+static int filter_via_node(const ts_policy_result_t *r, const ts_pol_rule_t *rule, int j)
+{
+    int k;
+
+    if (rule->via == NULL || rule->via->nelts == 0) {
+        return 1;
+    }
+    for (k = 0; k < rule->via->nelts; k++) {
+        if (ts_pol_node_has_tag(r, j, APR_ARRAY_IDX(rule->via, k, const char *))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int filter_cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -189,6 +204,79 @@ static int filter_set_overlaps(const ts_pol_set_t *s, const ts_pol_range_t *rg)
     return 0;
 }
 
+static int filter_same(const ts_pol_addr_t *a, const ts_pol_addr_t *b)
+{
+    return a->r.fam == b->r.fam && a->r.lo == b->r.lo && a->r.hi == b->r.hi;
+}
+
+/* Among the via routers serving rt, the one a via grant's sources use: the primary
+ * router when it is one of them, else the oldest. */
+static int filter_via_router(const ts_policy_result_t *r, const ts_pol_rule_t *rule,
+                             const ts_pol_addr_t *rt, const ts_pol_addr_t **which)
+{
+    int j, k, m, best = -1;
+
+    for (j = 0; j < r->n; j++) {
+        apr_array_header_t *a = r->nodes[j].routes, *pr = r->nodes[j].primary;
+        const ts_pol_addr_t *x = NULL;
+        if (!filter_via_node(r, rule, j) || !r->tn->nodes[j].online) {
+            continue;
+        }
+        for (k = 0; k < a->nelts && x == NULL; k++) {
+            if (filter_same(&APR_ARRAY_IDX(a, k, ts_pol_addr_t), rt)) {
+                x = &APR_ARRAY_IDX(a, k, ts_pol_addr_t);
+            }
+        }
+        if (x == NULL) {
+            continue;
+        }
+        for (m = 0; m < pr->nelts; m++) {
+            if (filter_same(&APR_ARRAY_IDX(pr, m, ts_pol_addr_t), rt)) {
+                *which = x;
+                return j;
+            }
+        }
+        if (best < 0 || r->tn->nodes[j].join_order < r->tn->nodes[best].join_order) {
+            best = j;
+            *which = x;
+        }
+    }
+    return best;
+}
+
+/* A via grant: its sources use the routes overlapping its destinations through the via
+ * routers (one router per route), whether or not that router is primary. */
+static void filter_via(filter_ctx_t *c, const ts_pol_rule_t *rule, const ts_pol_set_t *d)
+{
+    ts_policy_result_t *r = c->r;
+    int k, q, w;
+
+    for (k = 0; k < r->all_routes->nelts; k++) {
+        const ts_pol_addr_t *rt = &APR_ARRAY_IDX(r->all_routes, k, ts_pol_addr_t), *which = NULL;
+        filter_proute_t *v = NULL;
+        int j;
+        if (!filter_set_overlaps(d, &rt->r)
+            || (j = filter_via_router(r, rule, rt, &which)) < 0) {
+            continue;
+        }
+        for (q = 0; q < r->vias->nelts && v == NULL; q++) {
+            filter_proute_t *x = &APR_ARRAY_IDX(r->vias, q, filter_proute_t);
+            if (x->node == j && x->route == which) {
+                v = x;
+            }
+        }
+        if (v == NULL) {
+            v = apr_array_push(r->vias);
+            v->node = j;
+            v->route = which;
+            v->viewers = apr_pcalloc(r->pool, sizeof(uint64_t) * (size_t)r->words);
+        }
+        for (w = 0; w < r->words; w++) {
+            v->viewers[w] |= c->sbits[w];
+        }
+    }
+}
+
 /* Peer visibility and route use for one (sources, destinations) pair of node sets. */
 static void filter_visibility(filter_ctx_t *c, const ts_pol_set_t *s, const ts_pol_set_t *d)
 {
@@ -207,7 +295,7 @@ static void filter_visibility(filter_ctx_t *c, const ts_pol_set_t *s, const ts_p
             }
         }
     }
-    for (q = 0; q < c->proutes->nelts; q++) {
+    for (q = 0; d != NULL && q < c->proutes->nelts; q++) {
         filter_proute_t *pr = &APR_ARRAY_IDX(c->proutes, q, filter_proute_t);
         int rd = filter_set_overlaps(d, &pr->route->r);
         int rs = s != NULL && filter_set_overlaps(s, &pr->route->r);
@@ -313,6 +401,9 @@ static void filter_emit(filter_ctx_t *c, const ts_pol_rule_t *rule, const ts_pol
     int j, n, k, q;
 
     for (j = 0; j < c->r->n; j++) {
+        if (!filter_via_node(c->r, rule, j)) {
+            continue;
+        }
         n = filter_landing(c, d, internet, j, ips, 16);
         if (n == 0) {
             continue;
@@ -472,7 +563,19 @@ static apr_status_t filter_rule(filter_ctx_t *c, const ts_pol_rule_t *rule,
         }
         filter_bits(c, c->sbits, &s, 0);
         filter_bits(c, c->dbits, &d, internet);
-        filter_visibility(c, &s, &d);
+        if (rule->via != NULL && rule->via->nelts > 0) {
+            int j;
+            for (j = 0; j < r->n; j++) {
+                if (!filter_via_node(r, rule, j)) {
+                    c->dbits[j >> 6] &= ~(1ULL << (j & 63));
+                }
+            }
+            filter_via(c, rule, &d);
+            filter_visibility(c, NULL, NULL);
+        }
+        else {
+            filter_visibility(c, &s, &d);
+        }
         if (rule->app != NULL) {
             ts_pol_set_t ds;
             const char *dkey;
@@ -567,6 +670,7 @@ apr_status_t ts_pol_filter(ts_policy_result_t *r, const char **err)
     c.dbits = apr_pcalloc(r->pool, sizeof(uint64_t) * (size_t)r->words);
     filter_proutes(&c);
     r->proutes = c.proutes;
+    r->vias = apr_array_make(r->pool, 1, sizeof(filter_proute_t));
     if (r->pol == NULL || !r->pol->has_filter) {
         filter_allow_all(&c);
         return APR_SUCCESS;
@@ -595,4 +699,12 @@ int ts_pol_route_node(const ts_policy_result_t *r, int q, const ts_pol_addr_t **
     const filter_proute_t *pr = &APR_ARRAY_IDX(r->proutes, q, filter_proute_t);
     *route = pr->route;
     return pr->node;
+}
+
+/* Via entry q: its router, and through *route whether viewer i is sent there. */
+int ts_pol_via_route(const ts_policy_result_t *r, int q, int i, const ts_pol_addr_t **route)
+{
+    const filter_proute_t *v = &APR_ARRAY_IDX(r->vias, q, filter_proute_t);
+    *route = TS_POL_BIT(v->viewers, 0, 0, i) ? v->route : NULL;
+    return v->node;
 }

@@ -120,6 +120,7 @@ struct ts_policy_result {
     uint64_t *see;                  /* n x n bit matrix */
     int words;                      /* 64-bit words per row */
     apr_array_header_t *proutes;    /* primary routes and who may use them (filter.c) */
+    apr_array_header_t *vias;       /* routes a via grant sends some viewers through */
     apr_array_header_t *all_routes; /* ts_pol_addr_t: every approved subnet route */
     apr_hash_t *by_addr;            /* "ip text" -> int* node index */
 };
@@ -161,6 +162,7 @@ apr_status_t ts_pol_parse_ssh(ts_policy_t *pol, json_t *arr, const char **err);
 apr_status_t ts_pol_parse_duration(const char *s, long *secs);
 int ts_pol_route_visible(const ts_policy_result_t *r, int q, int i);
 int ts_pol_route_node(const ts_policy_result_t *r, int q, const ts_pol_addr_t **route);
+int ts_pol_via_route(const ts_policy_result_t *r, int q, int i, const ts_pol_addr_t **route);
 
 #define TS_POL_BIT_SET(m, w, i, j) ((m)[(size_t)(i) * (w) + ((j) >> 6)] |= (1ULL << ((j) & 63)))
 #define TS_POL_BIT(m, w, i, j) (((m)[(size_t)(i) * (w) + ((j) >> 6)] >> ((j) & 63)) & 1)
