@@ -3,6 +3,7 @@
 #include "ts_hujson.h"
 
 #include <apr_strings.h>
+#include <ctype.h>
 #include <string.h>
 
 static int hujson_line_at(const char *s, apr_size_t off)
@@ -95,6 +96,7 @@ apr_status_t ts_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t l
 {
     char *b;
     apr_size_t i = 0;
+    char last = 0;     /* last significant byte outside strings and comments */
 
     if (len > TS_HUJSON_MAX) {
         *err = apr_psprintf(p, "document is %" APR_SIZE_T_FMT " bytes, above the %u byte limit",
@@ -118,6 +120,7 @@ apr_status_t ts_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t l
                 *err = apr_psprintf(p, "line %d: unterminated string", hujson_line_at(b, start));
                 return APR_EINVAL;
             }
+            last = '"';
             continue;
         }
         if (c == '/' && i + 1 < len && (b[i + 1] == '/' || b[i + 1] == '*')) {
@@ -129,8 +132,12 @@ apr_status_t ts_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t l
             }
             continue;
         }
-        if (c == ',') {
+        /* only a comma after a value may trail: "{,}" and "[1,,]" stay errors */
+        if (c == ',' && (last == '"' || last == '}' || last == ']' || isalnum((unsigned char)last))) {
             hujson_trailing_comma(b, len, i);
+        }
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            last = b[i];
         }
         i++;
     }
@@ -158,16 +165,21 @@ apr_status_t ts_hujson_parse(apr_pool_t *p, const char *text, apr_size_t len,
     return APR_SUCCESS;
 }
 
+/* The exact literal "value" first; else a literal that starts with value and a ':' (a
+ * destination "alias:ports" when value is its alias). */
 int ts_hujson_line_of(const char *text, const char *value)
 {
     apr_size_t vl = strlen(value);
-    const char *s = text;
+    int pass;
 
-    while ((s = strchr(s, '"')) != NULL) {
-        if (strncmp(s + 1, value, vl) == 0 && s[vl + 1] == '"') {
-            return hujson_line_at(text, (apr_size_t)(s - text));
+    for (pass = 0; pass < 2; pass++) {
+        const char *s = text;
+        while ((s = strchr(s, '"')) != NULL) {
+            if (strncmp(s + 1, value, vl) == 0 && s[vl + 1] == (pass == 0 ? '"' : ':')) {
+                return hujson_line_at(text, (apr_size_t)(s - text));
+            }
+            s++;
         }
-        s++;
     }
     return 0;
 }

@@ -23,7 +23,8 @@ apr_status_t ts_hujson_parse(apr_pool_t *p, const char *text, apr_size_t len,
                              json_t **out, const char **err);
 
 /* 1-based line of the first occurrence of the JSON string literal "value" in text (quoted,
- * escaping ignored), or 0 if it is not found: used to name the line of an offending value. */
+ * escaping ignored; else of a literal "value:..."), or 0 if it is not found: used to name
+ * the line of an offending value. */
 int ts_hujson_line_of(const char *text, const char *value);
 
 #endif
