@@ -153,6 +153,11 @@ static apr_status_t policy_groups(ts_policy_t *pol, json_t *j, const char **err)
             }
         }
         apr_hash_set(pol->groups, k, APR_HASH_KEY_STRING, m);
+        apr_hash_set(pol->group_sets, k, APR_HASH_KEY_STRING, apr_hash_make(pol->pool));
+        for (i = 0; i < m->nelts; i++) {
+            apr_hash_set(apr_hash_get(pol->group_sets, k, APR_HASH_KEY_STRING),
+                         APR_ARRAY_IDX(m, i, const char *), APR_HASH_KEY_STRING, "");
+        }
     }
     return APR_SUCCESS;
 }
@@ -624,6 +629,7 @@ apr_status_t ts_policy_parse(apr_pool_t *p, const char *text, apr_size_t len,
     }
     apr_pool_cleanup_register(p, pol->root, policy_cleanup, apr_pool_cleanup_null);
     pol->groups = apr_hash_make(p);
+    pol->group_sets = apr_hash_make(p);
     pol->hosts = apr_hash_make(p);
     pol->tag_owners = apr_hash_make(p);
     pol->rules = apr_array_make(p, 8, sizeof(ts_pol_rule_t));

@@ -249,19 +249,18 @@ static const char *alias_domain(const char *email)
 
 int ts_pol_user_in_group(const ts_policy_t *pol, const ts_policy_user_t *u, const char *alias)
 {
-    apr_array_header_t *m = pol ? apr_hash_get(pol->groups, alias, APR_HASH_KEY_STRING) : NULL;
-    int k;
+    apr_hash_t *m = pol ? apr_hash_get(pol->group_sets, alias, APR_HASH_KEY_STRING) : NULL;
+    char key[300];
 
-    for (k = 0; m && k < m->nelts; k++) {
-        const char *e = APR_ARRAY_IDX(m, k, const char *);
-        if (strcmp(e, u->email) == 0) {
-            return 1;
-        }
-        if (strncmp(e, "user:*@", 7) == 0 && strcmp(alias_domain(u->email), e + 7) == 0) {
-            return 1;
-        }
+    if (m == NULL) {
+        return 0;
     }
-    return 0;
+    if (apr_hash_get(m, u->email, APR_HASH_KEY_STRING) != NULL) {
+        return 1;
+    }
+    /* a member "user:*@domain" names every user of the domain */
+    return apr_snprintf(key, sizeof(key), "user:*@%s", alias_domain(u->email)) < (int)sizeof(key)
+           && apr_hash_get(m, key, APR_HASH_KEY_STRING) != NULL;
 }
 
 /* Whether user u is named by alias (email, group, user:*@domain, autogroups of users). */

@@ -27,6 +27,11 @@ static apr_status_t compile_node(ts_policy_result_t *r, int i, const char **err)
         a->text = ts_pol_ip_text(r->pool, a->r.fam, a->r.lo);
         apr_hash_set(r->by_addr, a->text, APR_HASH_KEY_STRING, apr_pmemdup(r->pool, &i,
                                                                              sizeof(i)));
+        {
+            unsigned char *key = apr_palloc(r->pool, 17);
+            ts_pol_ipkey(&a->r, key);
+            apr_hash_set(r->by_ip, key, 17, apr_pmemdup(r->pool, &i, sizeof(i)));
+        }
     }
     for (k = 0; k < n->ntags; k++) {
         APR_ARRAY_PUSH(pn->taglist, const char *) = n->tags[k];
@@ -59,6 +64,7 @@ apr_status_t ts_policy_compile(apr_pool_t *p, const ts_policy_t *pol,
     r->see = apr_pcalloc(p, sizeof(uint64_t) * (size_t)r->words * (size_t)(r->n + 1));
     r->all_routes = apr_array_make(p, 4, sizeof(ts_pol_addr_t));
     r->by_addr = apr_hash_make(p);
+    r->by_ip = apr_hash_make(p);
     apr_pool_cleanup_register(p, r, compile_cleanup, apr_pool_cleanup_null);
     for (i = 0; i < r->n; i++) {
         if (compile_node(r, i, err)) {
@@ -72,6 +78,31 @@ apr_status_t ts_policy_compile(apr_pool_t *p, const ts_policy_t *pol,
     }
     *out = r;
     return APR_SUCCESS;
+}
+
+void ts_pol_ipkey(const ts_pol_range_t *ip, unsigned char key[17])
+{
+    ts_u128 v = ip->lo;
+    int k;
+
+    key[0] = (unsigned char)ip->fam;
+    for (k = 16; k >= 1; k--) {
+        key[k] = (unsigned char)v;
+        v >>= 8;
+    }
+}
+
+int ts_pol_node_by_ip(const ts_policy_result_t *r, const ts_pol_range_t *ip)
+{
+    unsigned char key[17];
+    int *i;
+
+    if (ip->lo != ip->hi) {
+        return -1;
+    }
+    ts_pol_ipkey(ip, key);
+    i = apr_hash_get(r->by_ip, key, 17);
+    return i ? *i : -1;
 }
 
 void ts_policy_result_free(ts_policy_result_t *r)

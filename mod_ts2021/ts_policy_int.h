@@ -87,6 +87,7 @@ struct ts_policy {
     const char *text;
     json_t *root;
     apr_hash_t *groups;          /* "group:x" -> apr_array of const char * */
+    apr_hash_t *group_sets;      /* "group:x" -> apr_hash of its members (lookups) */
     apr_hash_t *hosts;           /* name -> ts_pol_addr_t * */
     apr_hash_t *tag_owners;      /* "tag:x" -> apr_array of const char * */
     apr_array_header_t *rules;   /* ts_pol_rule_t: acls first, then grants */
@@ -121,8 +122,11 @@ struct ts_policy_result {
     int words;                      /* 64-bit words per row */
     apr_array_header_t *proutes;    /* primary routes and who may use them (filter.c) */
     apr_array_header_t *vias;       /* routes a via grant sends some viewers through */
+    void *ssh_cache;                /* per ssh rule: sources, shared principals (ssh.c) */
+    void *tests_cache;              /* per rule: resolved sources and destinations (tests.c) */
     apr_array_header_t *all_routes; /* ts_pol_addr_t: every approved subnet route */
     apr_hash_t *by_addr;            /* "ip text" -> int* node index */
+    apr_hash_t *by_ip;              /* ts_pol_ipkey() -> int* node index */
 };
 
 /* Addresses (ts_policy_alias.c). */
@@ -147,6 +151,10 @@ int ts_pol_user_in_group(const ts_policy_t *pol, const ts_policy_user_t *u,
 int ts_pol_user_matches(const ts_policy_t *pol, const ts_policy_tailnet_t *tn,
                         const ts_policy_user_t *u, const char *alias);
 const char *ts_pol_split_dst(apr_pool_t *p, const char *dst, const char **ports);
+
+/* The node owning address ip (a single address), or -1. */
+int ts_pol_node_by_ip(const ts_policy_result_t *r, const ts_pol_range_t *ip);
+void ts_pol_ipkey(const ts_pol_range_t *ip, unsigned char key[17]);
 
 /* Validation helpers shared by the parsers (ts_policy.c). */
 apr_status_t ts_pol_check_alias(const ts_policy_t *pol, apr_pool_t *p, const char *alias,

@@ -218,16 +218,77 @@ apr_status_t ts_pol_parse_ssh(ts_policy_t *pol, json_t *arr, const char **err)
 
 /* ---- compilation ---- */
 
+/* Per ssh rule, computed once per compilation: which nodes are sources, and the
+ * principals lists shared by every destination (all sources; one user's sources). */
+typedef struct {
+    unsigned char *src;
+    json_t *all;
+    json_t **user;
+} ssh_cache_t;
+
+static ssh_cache_t *ssh_cache(const ts_policy_result_t *r, const ts_pol_ssh_t *s)
+{
+    return &((ssh_cache_t *)r->ssh_cache)[s - &APR_ARRAY_IDX(r->pol->ssh, 0, ts_pol_ssh_t)];
+}
+
 static int ssh_src_node(ts_policy_result_t *r, const ts_pol_ssh_t *s, int i)
 {
-    int k;
+    return ssh_cache(r, s)->src[i];
+}
 
-    for (k = 0; k < s->src->nelts; k++) {
-        if (ts_pol_node_matches(r, i, APR_ARRAY_IDX(s->src, k, const char *))) {
-            return 1;
+static void ssh_principals(ts_policy_result_t *r, json_t *pr, int i);
+
+/* Principals of every source (user < 0), or of user's untagged sources. */
+static json_t *ssh_shared_principals(ts_policy_result_t *r, const ts_pol_ssh_t *s, int user)
+{
+    ssh_cache_t *c = ssh_cache(r, s);
+    json_t **slot = user < 0 ? &c->all : &c->user[user];
+    int i;
+
+    if (*slot == NULL) {
+        *slot = json_array();
+        for (i = 0; i < r->n; i++) {
+            if (c->src[i] && (user < 0 || (r->nodes[i].taglist->nelts == 0
+                                           && r->tn->nodes[i].user == user))) {
+                ssh_principals(r, *slot, i);
+            }
         }
     }
-    return 0;
+    return *slot;
+}
+
+static void ssh_cache_build(ts_policy_result_t *r)
+{
+    const ts_policy_t *pol = r->pol;
+    ssh_cache_t *cache = apr_pcalloc(r->pool, sizeof(ssh_cache_t) * (size_t)(pol->ssh->nelts + 1));
+    int k, i, a;
+
+    for (k = 0; k < pol->ssh->nelts; k++) {
+        const ts_pol_ssh_t *s = &APR_ARRAY_IDX(pol->ssh, k, ts_pol_ssh_t);
+        cache[k].src = apr_pcalloc(r->pool, (apr_size_t)r->n + 1);
+        cache[k].user = apr_pcalloc(r->pool, sizeof(json_t *) * (size_t)(r->tn->nusers + 1));
+        for (i = 0; i < r->n; i++) {
+            for (a = 0; a < s->src->nelts && !cache[k].src[i]; a++) {
+                cache[k].src[i] = (unsigned char)ts_pol_node_matches(r, i,
+                                                   APR_ARRAY_IDX(s->src, a, const char *));
+            }
+        }
+    }
+    r->ssh_cache = cache;
+}
+
+static void ssh_cache_free(ts_policy_result_t *r)
+{
+    ssh_cache_t *cache = r->ssh_cache;
+    int k, u;
+
+    for (k = 0; cache != NULL && k < r->pol->ssh->nelts; k++) {
+        json_decref(cache[k].all);
+        for (u = 0; u < r->tn->nusers; u++) {
+            json_decref(cache[k].user[u]);
+        }
+    }
+    r->ssh_cache = NULL;
 }
 
 /* Whether rule s applies to destination d; *self set when only through autogroup:self. */
@@ -396,7 +457,7 @@ static void ssh_localpart_self(ts_policy_result_t *r, const ts_pol_ssh_t *s, int
 static void ssh_compile_rule(ts_policy_result_t *r, const ts_pol_ssh_t *s, int d,
                              json_t *rules)
 {
-    int self, i;
+    int self;
     const char *localpart;
     json_t *users, *action, *pr;
 
@@ -410,18 +471,10 @@ static void ssh_compile_rule(ts_policy_result_t *r, const ts_pol_ssh_t *s, int d
         ssh_per_user(r, s, d, self, rules, users, localpart, action);
     }
     else {
-        pr = json_array();
-        for (i = 0; i < r->n; i++) {
-            if (ssh_src_node(r, s, i)
-                && (!self || (r->nodes[i].taglist->nelts == 0
-                              && r->tn->nodes[i].user == r->tn->nodes[d].user))) {
-                ssh_principals(r, pr, i);
-            }
-        }
+        pr = ssh_shared_principals(r, s, self ? r->tn->nodes[d].user : -1);
         if (json_array_size(pr) > 0) {
             ssh_emit(rules, s, pr, users, action);
         }
-        json_decref(pr);
     }
     json_decref(users);
     json_decref(action);
@@ -463,6 +516,9 @@ apr_status_t ts_pol_ssh(ts_policy_result_t *r, const char **err)
     if (pol != NULL && ssh_check_domains(r, err)) {
         return APR_EINVAL;
     }
+    if (pol != NULL) {
+        ssh_cache_build(r);
+    }
     for (d = 0; d < r->n; d++) {
         json_t *rules = json_array();
         for (pass = 1; pol != NULL && pass >= 0; pass--) {
@@ -474,6 +530,9 @@ apr_status_t ts_pol_ssh(ts_policy_result_t *r, const char **err)
             }
         }
         r->nodes[d].ssh = rules;
+    }
+    if (pol != NULL) {
+        ssh_cache_free(r);
     }
     return APR_SUCCESS;
 }

@@ -80,28 +80,24 @@ static int tests_addrs(ts_policy_result_t *r, const char *alias, ts_pol_set_t *s
 
 static int tests_node_of(const ts_policy_result_t *r, const ts_pol_range_t *ip)
 {
-    int i, k;
-
-    for (i = 0; i < r->n; i++) {
-        apr_array_header_t *a = r->nodes[i].addrs;
-        for (k = 0; k < a->nelts; k++) {
-            if (ts_pol_contains(&APR_ARRAY_IDX(a, k, ts_pol_addr_t).r, ip)) {
-                return i;
-            }
-        }
-    }
-    return -1;
+    return ts_pol_node_by_ip(r, ip);
 }
 
-static int tests_set_has(const ts_pol_set_t *s, const ts_pol_range_t *ip)
+/* Whether resolved set s contains address ip: by node identity, else by its prefixes. */
+static int tests_set_has(const ts_policy_result_t *r, const ts_pol_set_t *s,
+                         const ts_pol_range_t *ip)
 {
-    int k;
+    int k, i;
 
     if (s->any) {
         return 1;
     }
-    for (k = 0; k < s->addrs->nelts; k++) {
-        if (ts_pol_contains(&APR_ARRAY_IDX(s->addrs, k, ts_pol_addr_t).r, ip)) {
+    i = ts_pol_node_by_ip(r, ip);
+    if (i >= 0 && s->member != NULL && s->member[i]) {
+        return 1;
+    }
+    for (k = 0; s->cidrs != NULL && k < s->cidrs->nelts; k++) {
+        if (ts_pol_contains(&APR_ARRAY_IDX(s->cidrs, k, ts_pol_addr_t).r, ip)) {
             return 1;
         }
     }
@@ -136,13 +132,42 @@ static int tests_protos_have(const apr_array_header_t *protos, int proto)
     return 0;
 }
 
-/* Whether one rule's destination d lets src reach dst:port/proto. */
-static int tests_dst_allows(ts_policy_result_t *r, const ts_pol_rule_t *rule,
-                            const ts_pol_dst_t *d, const ts_pol_range_t *src,
-                            const ts_pol_range_t *dst, int port, int proto)
+/* Each rule's sources and destinations, resolved once for all the tests. */
+typedef struct {
+    ts_pol_set_t src;
+    ts_pol_set_t *dst;
+} tests_rule_t;
+
+static tests_rule_t *tests_rule(ts_policy_result_t *r, int k)
 {
-    ts_pol_set_t ds;
+    tests_rule_t *c = r->tests_cache;
+    const ts_pol_rule_t *rule = &APR_ARRAY_IDX(r->pol->rules, k, ts_pol_rule_t);
     const char *err;
+    int m;
+
+    if (c == NULL) {
+        c = r->tests_cache = apr_pcalloc(r->pool, sizeof(tests_rule_t)
+                                                  * (size_t)(r->pol->rules->nelts + 1));
+    }
+    if (c[k].dst == NULL) {
+        c[k].dst = apr_pcalloc(r->pool, sizeof(ts_pol_set_t) * (size_t)(rule->dst->nelts + 1));
+        for (m = 0; m < rule->src->nelts; m++) {
+            ts_pol_resolve(r, APR_ARRAY_IDX(rule->src, m, const char *), 1, &c[k].src, &err);
+        }
+        for (m = 0; m < rule->dst->nelts; m++) {
+            ts_pol_resolve(r, APR_ARRAY_IDX(rule->dst, m, ts_pol_dst_t).alias, 0, &c[k].dst[m],
+                           &err);
+        }
+    }
+    return &c[k];
+}
+
+/* Whether one rule's destination d (resolved: ds) lets src reach dst:port/proto. */
+static int tests_dst_allows(ts_policy_result_t *r, const ts_pol_rule_t *rule,
+                            const ts_pol_dst_t *d, const ts_pol_set_t *ds,
+                            const ts_pol_range_t *src, const ts_pol_range_t *dst, int port,
+                            int proto)
+{
     int q, ok = 0;
 
     if (!rule->grant) {
@@ -165,39 +190,31 @@ static int tests_dst_allows(ts_policy_result_t *r, const ts_pol_rule_t *rule,
                && r->nodes[b].taglist->nelts == 0
                && r->tn->nodes[a].user == r->tn->nodes[b].user;
     }
-    memset(&ds, 0, sizeof(ds));
-    if (ts_pol_resolve(r, d->alias, 0, &ds, &err) != APR_SUCCESS) {
-        return 0;
-    }
-    return tests_set_has(&ds, dst);
+    return ds->addrs != NULL && tests_set_has(r, ds, dst);
 }
 
 static int tests_allowed(ts_policy_result_t *r, const ts_pol_range_t *src,
                          const ts_pol_range_t *dst, int port, int proto)
 {
     const ts_policy_t *pol = r->pol;
-    const char *err;
-    int k, m, i;
+    int k, i;
 
     if (!pol->has_filter) {
         return 1;
     }
     for (k = 0; k < pol->rules->nelts; k++) {
         const ts_pol_rule_t *rule = &APR_ARRAY_IDX(pol->rules, k, ts_pol_rule_t);
-        ts_pol_set_t ss;
+        tests_rule_t *c;
         if (rule->grant && rule->ip->nelts == 0) {
             continue;
         }
-        memset(&ss, 0, sizeof(ss));
-        for (m = 0; m < rule->src->nelts; m++) {
-            ts_pol_resolve(r, APR_ARRAY_IDX(rule->src, m, const char *), 1, &ss, &err);
-        }
-        if (ss.addrs == NULL || !tests_set_has(&ss, src)) {
+        c = tests_rule(r, k);
+        if (c->src.addrs == NULL || !tests_set_has(r, &c->src, src)) {
             continue;
         }
         for (i = 0; i < rule->dst->nelts; i++) {
-            if (tests_dst_allows(r, rule, &APR_ARRAY_IDX(rule->dst, i, ts_pol_dst_t), src, dst,
-                                 port, proto)) {
+            if (tests_dst_allows(r, rule, &APR_ARRAY_IDX(rule->dst, i, ts_pol_dst_t), &c->dst[i],
+                                 src, dst, port, proto)) {
                 return 1;
             }
         }
