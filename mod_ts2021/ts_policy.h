@@ -66,6 +66,9 @@ apr_status_t ts_policy_compile(apr_pool_t *p, const ts_policy_t *pol,
 /* Releases the JSON a result holds (also done when its pool goes). */
 void ts_policy_result_free(ts_policy_result_t *r);
 
+/* The index in tn->nodes of the node with this id, or -1. */
+int ts_policy_index_of(const ts_policy_result_t *r, apr_int64_t node_id);
+
 /* Per node i (index in tn->nodes). JSON results are new references. */
 json_t *ts_policy_addresses(const ts_policy_result_t *r, int i);     /* ["a/32", "b/128"] */
 json_t *ts_policy_filter(const ts_policy_result_t *r, int i);        /* [FilterRule] */

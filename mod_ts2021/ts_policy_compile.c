@@ -36,6 +36,7 @@ static apr_status_t compile_node(ts_policy_result_t *r, int i, const char **err)
     for (k = 0; k < n->ntags; k++) {
         APR_ARRAY_PUSH(pn->taglist, const char *) = n->tags[k];
     }
+    apr_hash_set(r->by_id, &n->id, sizeof(n->id), apr_pmemdup(r->pool, &i, sizeof(i)));
     return APR_SUCCESS;
 }
 
@@ -65,6 +66,7 @@ apr_status_t ts_policy_compile(apr_pool_t *p, const ts_policy_t *pol,
     r->all_routes = apr_array_make(p, 4, sizeof(ts_pol_addr_t));
     r->by_addr = apr_hash_make(p);
     r->by_ip = apr_hash_make(p);
+    r->by_id = apr_hash_make(p);
     apr_pool_cleanup_register(p, r, compile_cleanup, apr_pool_cleanup_null);
     for (i = 0; i < r->n; i++) {
         if (compile_node(r, i, err)) {
@@ -115,6 +117,12 @@ void ts_policy_result_free(ts_policy_result_t *r)
         json_decref(r->nodes[i].capmap);
         r->nodes[i].filter = r->nodes[i].ssh = r->nodes[i].capmap = NULL;
     }
+}
+
+int ts_policy_index_of(const ts_policy_result_t *r, apr_int64_t node_id)
+{
+    int *i = apr_hash_get(r->by_id, &node_id, sizeof(node_id));
+    return i ? *i : -1;
 }
 
 json_t *ts_policy_filter(const ts_policy_result_t *r, int i)

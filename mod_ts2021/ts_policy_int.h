@@ -127,6 +127,7 @@ struct ts_policy_result {
     apr_array_header_t *all_routes; /* ts_pol_addr_t: every approved subnet route */
     apr_hash_t *by_addr;            /* "ip text" -> int* node index */
     apr_hash_t *by_ip;              /* ts_pol_ipkey() -> int* node index */
+    apr_hash_t *by_id;              /* node id (apr_int64_t) -> int* node index */
 };
 
 /* Addresses (ts_policy_alias.c). */

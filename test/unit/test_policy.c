@@ -350,6 +350,8 @@ static void test_compile_filters_and_peers(void **state)
     assert_non_null(strstr(dump, "\"IPProto\":[6]"));
     free(dump);
     json_decref(f);
+    assert_int_equal(ts_policy_index_of(r, 4), 3);
+    assert_int_equal(ts_policy_index_of(r, 99), -1);
     /* peers: symmetric, and only where a rule connects them */
     assert_true(has_peer(r, 0, 3) && has_peer(r, 3, 0));
     assert_true(has_peer(r, 0, 1));
@@ -432,16 +434,20 @@ static void test_compile_default_and_rejections(void **state)
     const char *const bad_route[] = { "10.1.0.1/16" };
     ts_policy_node_t copy[6];
     ts_policy_tailnet_t tn = tailnet;
-    json_t *f;
+    json_t *f, *dst;
 
     (void)state;
+    /* no policy at all: the default, everyone sees everyone */
+    assert_int_equal(ts_policy_compile(pool, NULL, &tailnet, &r, &err), APR_SUCCESS);
+    assert_true(has_peer(r, 0, 5) && has_peer(r, 5, 0));
     /* no acls, no grants: everyone sees everyone, any source to any port */
     r = compile_ok("{}", &tailnet);
     assert_true(has_peer(r, 0, 2) && has_peer(r, 3, 5));
     f = ts_policy_filter(r, 0);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(
-        json_object_get(json_array_get(f, 0), "DstPorts"), 0), "Ports") ? json_array_get(
-        json_object_get(json_array_get(f, 0), "DstPorts"), 0) : NULL, "IP")), "*");
+    dst = json_array_get(json_object_get(json_array_get(f, 0), "DstPorts"), 0);
+    assert_string_equal(json_string_value(json_object_get(dst, "IP")), "*");
+    assert_true(json_has_string(json_object_get(json_array_get(f, 0), "SrcIPs"),
+                                "fd7a:115c:a1e0::/48"));
     json_decref(f);
     /* a failing test rejects the policy */
     text = "{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"tag:server:22\"]}],"
