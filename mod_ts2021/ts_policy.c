@@ -649,3 +649,22 @@ apr_status_t ts_policy_parse(apr_pool_t *p, const char *text, apr_size_t len,
     *out = pol;
     return APR_SUCCESS;
 }
+
+int ts_policy_may_tag(const ts_policy_t *pol, const ts_policy_tailnet_t *tn, int user,
+                      const char *tag)
+{
+    apr_array_header_t *owners;
+    int k;
+
+    if (pol == NULL || user < 0 || user >= tn->nusers) {
+        return 0;
+    }
+    owners = apr_hash_get(pol->tag_owners, tag, APR_HASH_KEY_STRING);
+    for (k = 0; owners != NULL && k < owners->nelts; k++) {
+        const char *o = APR_ARRAY_IDX(owners, k, const char *);
+        if (strncmp(o, "tag:", 4) != 0 && ts_pol_user_matches(pol, tn, &tn->users[user], o)) {
+            return 1;
+        }
+    }
+    return 0;
+}

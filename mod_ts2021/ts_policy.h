@@ -47,6 +47,12 @@ typedef struct {
     const char *control_url;       /* base of SSH check URLs ("https://host") */
 } ts_policy_tailnet_t;
 
+/* Whether user (index in tn->users) may give a node tag: the tag is in tagOwners and
+ * the user is one of its owners (directly, through a group or an autogroup). For
+ * RequestTags and pre-auth key tags; a NULL policy allows no tag. */
+int ts_policy_may_tag(const ts_policy_t *pol, const ts_policy_tailnet_t *tn, int user,
+                      const char *tag);
+
 /* Compiled result for one tailnet: answers the map builder's per-node questions. */
 typedef struct ts_policy_result ts_policy_result_t;
 

@@ -398,6 +398,21 @@ static void test_compile_routes_primary_failover(void **state)
     json_decref(a);
 }
 
+static void test_may_tag(void **state)
+{
+    ts_policy_t *pol = NULL;
+    const char *err = NULL;
+
+    (void)state;
+    assert_int_equal(ts_policy_parse(pool, good_policy, strlen(good_policy), &pol, &err),
+                     APR_SUCCESS);
+    assert_true(ts_policy_may_tag(pol, &tailnet, 0, "tag:server"));    /* odin: admins */
+    assert_false(ts_policy_may_tag(pol, &tailnet, 1, "tag:server"));   /* thor: not */
+    assert_false(ts_policy_may_tag(pol, &tailnet, 0, "tag:unknown"));
+    assert_false(ts_policy_may_tag(pol, &tailnet, -1, "tag:server"));
+    assert_false(ts_policy_may_tag(NULL, &tailnet, 0, "tag:server"));
+}
+
 static void test_compile_ssh_attrs(void **state)
 {
     ts_policy_result_t *r = compile_ok(good_policy, &tailnet);
@@ -492,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_policy_too_big),
         cmocka_unit_test(test_compile_filters_and_peers),
         cmocka_unit_test(test_compile_routes_primary_failover),
+        cmocka_unit_test(test_may_tag),
         cmocka_unit_test(test_compile_ssh_attrs),
         cmocka_unit_test(test_compile_default_and_rejections),
     };
