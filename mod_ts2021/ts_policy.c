@@ -44,8 +44,9 @@ static apr_status_t policy_fail(const ts_policy_t *pol, const char **err, const 
 }
 
 /* An array of strings (NULL allowed when optional) into an apr array. */
-static apr_status_t policy_strings(ts_policy_t *pol, json_t *j, const char *what,
-                                   apr_array_header_t **out, const char **err)
+static apr_status_t policy_strings_at(ts_policy_t *pol, json_t *j, const char *what,
+                                      const char *at, apr_array_header_t **out,
+                                      const char **err)
 {
     size_t i;
     json_t *v;
@@ -55,16 +56,22 @@ static apr_status_t policy_strings(ts_policy_t *pol, json_t *j, const char *what
         return APR_SUCCESS;
     }
     if (!json_is_array(j)) {
-        return policy_fail(pol, err, NULL, apr_psprintf(pol->pool, "%s must be a list", what));
+        return policy_fail(pol, err, at, apr_psprintf(pol->pool, "%s must be a list", what));
     }
     json_array_foreach(j, i, v) {
         if (!json_is_string(v)) {
-            return policy_fail(pol, err, NULL,
+            return policy_fail(pol, err, at,
                                apr_psprintf(pol->pool, "%s must be a list of strings", what));
         }
         APR_ARRAY_PUSH(*out, const char *) = json_string_value(v);
     }
     return APR_SUCCESS;
+}
+
+static apr_status_t policy_strings(ts_policy_t *pol, json_t *j, const char *what,
+                                   apr_array_header_t **out, const char **err)
+{
+    return policy_strings_at(pol, j, what, NULL, out, err);
 }
 
 static int policy_valid_tag(const char *t)
@@ -138,7 +145,8 @@ static apr_status_t policy_groups(ts_policy_t *pol, json_t *j, const char **err)
             return policy_fail(pol, err, k, apr_psprintf(pol->pool, "group name \"%s\" must "
                                                          "start with \"group:\"", k));
         }
-        if (policy_strings(pol, v, apr_psprintf(pol->pool, "groups[\"%s\"]", k), &m, err)) {
+        if (policy_strings_at(pol, v, apr_psprintf(pol->pool, "groups[\"%s\"]", k), k, &m,
+                              err)) {
             return APR_EINVAL;
         }
         for (i = 0; i < m->nelts; i++) {
@@ -197,7 +205,8 @@ static apr_status_t policy_tag_owners(ts_policy_t *pol, json_t *j, const char **
             return policy_fail(pol, err, k, apr_psprintf(pol->pool, "tagOwners[\"%s\"]: tag "
                                "names must start with a letter, after 'tag:'", k));
         }
-        if (policy_strings(pol, v, apr_psprintf(pol->pool, "tagOwners[\"%s\"]", k), &m, err)) {
+        if (policy_strings_at(pol, v, apr_psprintf(pol->pool, "tagOwners[\"%s\"]", k), k, &m,
+                              err)) {
             return APR_EINVAL;
         }
         apr_hash_set(pol->tag_owners, k, APR_HASH_KEY_STRING, m);
@@ -483,7 +492,8 @@ static apr_status_t policy_auto_approvers(ts_policy_t *pol, json_t *j, const cha
                                k));
         }
         ar->text = k;
-        if (policy_strings(pol, v, "autoApprovers.routes", &ar->approvers, err)) {
+        if (policy_strings_at(pol, v, apr_psprintf(pol->pool, "autoApprovers.routes[\"%s\"]",
+                                                   k), k, &ar->approvers, err)) {
             return APR_EINVAL;
         }
     }
