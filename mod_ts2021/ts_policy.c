@@ -333,8 +333,11 @@ static apr_status_t policy_acl(ts_policy_t *pol, json_t *j, const char **err)
         return policy_fail(pol, err, action, apr_psprintf(pol->pool, "action=\"%s\" is not "
                            "supported", action ? action : ""));
     }
-    if (policy_strings(pol, json_object_get(j, "src"), "src", &r->src, err)
-        || policy_strings(pol, json_object_get(j, "dst"), "dst", &dst, err)
+    /* "users" and "ports" are the legacy names of "src" and "dst" */
+    if (policy_strings(pol, json_object_get(j, "src") ? json_object_get(j, "src")
+                            : json_object_get(j, "users"), "src", &r->src, err)
+        || policy_strings(pol, json_object_get(j, "dst") ? json_object_get(j, "dst")
+                               : json_object_get(j, "ports"), "dst", &dst, err)
         || policy_protos(pol, json_string_value(json_object_get(j, "proto")), &r->protos,
                          err)
         || policy_check_src(pol, r->src, err)) {

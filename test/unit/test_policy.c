@@ -361,6 +361,23 @@ static void test_compile_filters_and_peers(void **state)
     assert_false(ts_policy_can_see(r, 0, 0));
 }
 
+static void test_compile_legacy_fields(void **state)
+{
+    ts_policy_result_t *r = compile_ok("{\"tagOwners\": {\"tag:server\": []}, \"acls\": [\n"
+                                       " {\"action\": \"accept\", \"users\": [\"thor@example.org\"],"
+                                       " \"ports\": [\"tag:server:80\"]}]}", &tailnet);
+    json_t *f = ts_policy_filter(r, 3);
+    char *dump = json_dumps(f, JSON_COMPACT);
+
+    (void)state;
+    assert_non_null(strstr(dump, "\"100.64.0.3\""));
+    assert_non_null(strstr(dump, "\"First\":80"));
+    free(dump);
+    json_decref(f);
+    assert_true(has_peer(r, 2, 3));
+    assert_false(has_peer(r, 0, 3));
+}
+
 static void test_compile_routes_primary_failover(void **state)
 {
     ts_policy_result_t *r = compile_ok(good_policy, &tailnet);
@@ -506,6 +523,7 @@ int main(void)
         cmocka_unit_test(test_policy_bad_input),
         cmocka_unit_test(test_policy_too_big),
         cmocka_unit_test(test_compile_filters_and_peers),
+        cmocka_unit_test(test_compile_legacy_fields),
         cmocka_unit_test(test_compile_routes_primary_failover),
         cmocka_unit_test(test_may_tag),
         cmocka_unit_test(test_compile_ssh_attrs),
