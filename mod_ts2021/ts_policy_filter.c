@@ -14,6 +14,7 @@ typedef struct {
     json_t *protos;
     json_t *dsts;
     json_t *capgrant;
+    const json_t *app;            /* the grant's app object, for CapGrant entries */
 } filter_acc_t;
 
 typedef struct {
@@ -124,6 +125,7 @@ static filter_acc_t *filter_acc(filter_ctx_t *c, int node, const char *key, json
     f->protos = protos;
     f->dsts = cap ? NULL : json_array();
     f->capgrant = cap ? json_array() : NULL;
+    f->app = NULL;
     return f;
 }
 
@@ -355,7 +357,19 @@ static int filter_lands_on_node(filter_ctx_t *c, const ts_pol_set_t *d, int inte
 static void filter_app(filter_ctx_t *c, int j, const ts_pol_rule_t *rule, const char *key,
                        json_t *src)
 {
-    filter_acc_t *f = filter_acc(c, j, key, src, NULL, 1);
+    apr_array_header_t *a = c->acc[j];
+    filter_acc_t *f;
+    int k;
+
+    /* once per grant and node, however many of its destinations name the node */
+    for (k = 0; a != NULL && k < a->nelts; k++) {
+        f = &APR_ARRAY_IDX(a, k, filter_acc_t);
+        if (f->app == rule->app && strcmp(f->key, key) == 0) {
+            return;
+        }
+    }
+    f = filter_acc(c, j, key, src, NULL, 1);
+    f->app = rule->app;
     json_array_append_new(f->capgrant, filter_capgrant(&c->r->nodes[j], rule->app));
 }
 
@@ -397,14 +411,21 @@ static void filter_emit(filter_ctx_t *c, const ts_pol_rule_t *rule, const ts_pol
                         const ts_pol_set_t *d, int internet, const char *key, json_t *src,
                         json_t **protos, const char **pkeys)
 {
-    const char *ips[16];
-    int j, n, k, q;
+    const char *small[16], **ips = small;
+    /* at most: the node's addresses (one per family) and every prefix of d */
+    int max = 2 + d->cidrs->nelts, j, n, k, q;
 
+    if (max > 16) {
+        ips = malloc(sizeof(char *) * (size_t)max);
+        if (ips == NULL) {
+            return;
+        }
+    }
     for (j = 0; j < c->r->n; j++) {
         if (!filter_via_node(c->r, rule, j)) {
             continue;
         }
-        n = filter_landing(c, d, internet, j, ips, 16);
+        n = filter_landing(c, d, internet, j, ips, max);
         if (n == 0) {
             continue;
         }
@@ -425,6 +446,9 @@ static void filter_emit(filter_ctx_t *c, const ts_pol_rule_t *rule, const ts_pol
                 filter_dstports(f->dsts, ips[k], is->ports);
             }
         }
+    }
+    if (ips != small) {
+        free(ips);
     }
 }
 
