@@ -587,6 +587,23 @@ static apr_status_t policy_sections(ts_policy_t *pol, const char **err)
     return APR_SUCCESS;
 }
 
+/* sshTests may not test logins to the internet. */
+static apr_status_t policy_ssh_tests(ts_policy_t *pol, const char **err)
+{
+    json_t *t, *v;
+    size_t i, k;
+
+    json_array_foreach(pol->ssh_tests, i, t) {
+        json_array_foreach(json_object_get(t, "dst"), k, v) {
+            if (json_is_string(v) && strcmp(json_string_value(v), "autogroup:internet") == 0) {
+                return policy_fail(pol, err, "autogroup:internet", "SSH tests dst contains "
+                                   "disallowed element \"autogroup:internet\"");
+            }
+        }
+    }
+    return APR_SUCCESS;
+}
+
 static apr_status_t policy_cleanup(void *data)
 {
     json_decref(data);
@@ -657,6 +674,9 @@ apr_status_t ts_policy_parse(apr_pool_t *p, const char *text, apr_size_t len,
                       || json_object_get(pol->root, "grants") != NULL;
     pol->tests = json_object_get(pol->root, "tests");
     pol->ssh_tests = json_object_get(pol->root, "sshTests");
+    if (policy_ssh_tests(pol, err)) {
+        return APR_EINVAL;
+    }
     pol->randomize_client_port = json_is_true(json_object_get(pol->root,
                                                               "randomizeClientPort"));
     *out = pol;

@@ -397,20 +397,12 @@ static apr_status_t tests_fail(ts_policy_result_t *r, const char **err, const ch
 
 apr_status_t ts_pol_tests(ts_policy_result_t *r, const char **err)
 {
-    json_t *t, *v;
-    size_t i, k;
+    json_t *t;
+    size_t i;
     const char *why;
 
     if (r->pol == NULL) {
         return APR_SUCCESS;
-    }
-    json_array_foreach(r->pol->ssh_tests, i, t) {
-        json_array_foreach(json_object_get(t, "dst"), k, v) {
-            if (json_is_string(v) && strcmp(json_string_value(v), "autogroup:internet") == 0) {
-                *err = "SSH tests dst contains disallowed element \"autogroup:internet\"";
-                return APR_EINVAL;
-            }
-        }
     }
     json_array_foreach(r->pol->tests, i, t) {
         if ((why = tests_one(r, t)) != NULL) {
