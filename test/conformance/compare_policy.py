@@ -3,9 +3,12 @@
 policy-case) with the recorded conformance cases, normalised as the cases' README says.
 Prints one line per failing case id with its first difference, then "N passed, M failed";
 exit status 1 when a failure is not listed in the known-differences file."""
+import ipaddress
 import json
 import sys
 from collections import Counter
+
+SEMANTIC = False
 
 TAILNET_CAPS = {
     "default-auto-update", "https://tailscale.com/cap/file-sharing",
@@ -31,6 +34,46 @@ def norm_rule(r):
     dst = sorted({(d["IP"], d["Ports"]["First"], d["Ports"]["Last"])
                   for d in r.get("DstPorts") or []})
     return canon(["ip", src, protos, dst])
+
+
+def intervals(texts):
+    """Address texts ("*", address, CIDR, "a-b") as merged (family, first, last) tuples."""
+    out = []
+    for t in texts:
+        if t == "*":
+            out += [(4, 0, 2**32 - 1), (6, 0, 2**128 - 1)]
+        elif "-" in t:
+            a, b = t.split("-", 1)
+            a, b = ipaddress.ip_address(a), ipaddress.ip_address(b)
+            out.append((a.version, int(a), int(b)))
+        else:
+            n = ipaddress.ip_network(t, strict=False)
+            out.append((n.version, int(n.network_address), int(n.broadcast_address)))
+    out.sort()
+    merged = []
+    for f, lo, hi in out:
+        if merged and merged[-1][0] == f and lo <= merged[-1][2] + 1:
+            merged[-1] = (f, merged[-1][1], max(hi, merged[-1][2]))
+        else:
+            merged.append((f, lo, hi))
+    return merged
+
+
+def semantic_filter(rules):
+    """Per (protocols, first, last): the union of sources and of destinations; CapGrant
+    rules as in strict mode."""
+    acc, caps = {}, []
+    for r in rules:
+        if "CapGrant" in r:
+            caps.append(norm_rule(r))
+            continue
+        protos = tuple(sorted(set(r.get("IPProto") or DEFAULT_PROTOS)))
+        for d in r.get("DstPorts") or []:
+            key = (protos, d["Ports"]["First"], d["Ports"]["Last"])
+            s, t = acc.setdefault(key, ([], []))
+            s += r.get("SrcIPs") or []
+            t.append(d["IP"])
+    return sorted(caps), {k: (intervals(s), intervals(t)) for k, (s, t) in acc.items()}
 
 
 def norm_action(a):
@@ -115,9 +158,14 @@ def cmp_node(case, exp, got):
     d = cmp_set("addresses", exp.get("addresses"), got.get("addresses"))
     d = d or cmp_set("allowed_ips", exp.get("allowed_ips"), got.get("allowed_ips"))
     d = d or cmp_set("primary_routes", exp.get("primary_routes"), got.get("primary_routes"))
-    d = d or first_multiset_diff("packet_filter_rules",
-                                 [norm_rule(r) for r in exp.get("packet_filter_rules") or []],
-                                 [norm_rule(r) for r in got.get("packet_filter_rules") or []])
+    if SEMANTIC:
+        if not d and semantic_filter(exp.get("packet_filter_rules") or []) != \
+                semantic_filter(got.get("packet_filter_rules") or []):
+            d = "packet_filter_rules: different access (semantic comparison)"
+    else:
+        d = d or first_multiset_diff("packet_filter_rules",
+                                     [norm_rule(r) for r in exp.get("packet_filter_rules") or []],
+                                     [norm_rule(r) for r in got.get("packet_filter_rules") or []])
     d = d or cmp_set("peers", exp.get("peers"), got.get("peers"))
     if d:
         return d
@@ -166,7 +214,12 @@ def cmp_case(case, got):
 
 
 def main():
-    results, files, known_file = sys.argv[1], sys.argv[2], sys.argv[3]
+    global SEMANTIC
+    args = sys.argv[1:]
+    if args and args[0] == "--semantic":
+        SEMANTIC = True
+        args = args[1:]
+    results, files, known_file = args[0], args[1], args[2]
     known = {}
     try:
         with open(known_file) as f:
