@@ -41,6 +41,7 @@ static int ts_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
     }
     if (ts_dbd_check_config(pconf, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     if (ts_tailnet_check_config(ptemp, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
+    if (ts_policy_check_config(ptemp, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     return ts_keys_check_config(pconf, ptemp, s);
 }
 
@@ -57,7 +58,8 @@ static int ts_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     if (ts_keys_post_config(pconf, ptemp, s) != OK) return HTTP_INTERNAL_SERVER_ERROR;
     ts_status_post_config(pconf, s);
     ts_metrics_post_config(s);
-    if (ts_tailnet_post_config(pconf, ptemp, s) != OK || ts_notify_post_config(s) != OK
+    if (ts_tailnet_post_config(pconf, ptemp, s) != OK || ts_policy_post_config(pconf, s) != OK
+        || ts_notify_post_config(s) != OK
         || ts_presence_post_config(s) != OK) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }

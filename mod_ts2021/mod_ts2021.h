@@ -10,6 +10,7 @@
 #include "ts_keys.h"
 #include "ts_tailnet.h"
 #include "ts_dnsconf.h"
+#include "ts_store.h"
 
 /* Only the module structure is exported (-fvisibility=hidden elsewhere). */
 extern module AP_MODULE_DECLARE_DATA __attribute__((visibility("default"))) ts2021_module;
@@ -38,6 +39,8 @@ typedef struct ts_server_conf {
     apr_array_header_t *derp_urls;  /* TS2021DERPMapURL, in order */
     apr_interval_time_t derp_refresh; /* TS2021DERPMapRefresh; -1 until set */
     struct ts_derpsrc *derpsrc;     /* the URL sources (mod_ts2021_derp.c) */
+    const char *policy_file;        /* TS2021PolicyFile */
+    const char *policy_text;        /* its text, read at start-up (mod_ts2021_policy.c) */
     const char *dns_file;           /* TS2021DNSConfigFile */
     int magic_dns;                  /* TS2021MagicDNS */
     ts_dnsconf_t dns;               /* TS2021DNSNameservers, ...Split, ...SearchDomains,
@@ -112,6 +115,16 @@ typedef struct ts_derpsrc ts_derpsrc_t;
 const char *ts_derpsrc_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
                                    ts_server_conf *conf, const char **err);
 void ts_derpsrc_child_init(apr_pool_t *pchild, server_rec *s);
+
+/* mod_ts2021_policy.c: the policy's source. TS2021PolicyFile (checked by apache2 -t, read
+ * at start-up) wins over the database (the newest row of policies). */
+int ts_policy_check_config(apr_pool_t *ptemp, server_rec *s);
+int ts_policy_post_config(apr_pool_t *pconf, server_rec *s);
+/* The policy text in force for s's tailnet: NULL when there is none (allow all). from_file
+ * (may be NULL) says whether it comes from TS2021PolicyFile (then the database is not read
+ * and writing a policy through ts2021ctl or the admin API has no effect here). */
+apr_status_t ts_tailnet_policy_text(server_rec *s, ts_store_t *st, apr_pool_t *p,
+                                    const char **text, int *from_file, const char **err);
 
 int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s);
 int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);

@@ -66,6 +66,7 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     MERGE_TIME(keepalive);
     MERGE_PTR(derp_files);
     MERGE_PTR(derp_urls);
+    MERGE_PTR(policy_file);
     MERGE_TIME(derp_refresh);
     MERGE_PTR(dns_file);
     MERGE_INT(magic_dns);
@@ -358,6 +359,16 @@ static const char *set_derp_refresh(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *set_policy_file(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    ts_conf(cmd->server)->policy_file = ap_server_root_relative(cmd->pool, arg);
+    if (!ts_conf(cmd->server)->policy_file) {
+        return apr_psprintf(cmd->pool, "TS2021PolicyFile: invalid path '%s'", arg);
+    }
+    return NULL;
+}
+
 static const char *set_dns_file(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
@@ -523,6 +534,8 @@ const command_rec ts_config_cmds[] = {
                     "DERPMap JSON URL(s), refreshed; merged before the TS2021DERPMapFile maps"),
     AP_INIT_TAKE1("TS2021DERPMapRefresh", set_derp_refresh, NULL, RSRC_CONF,
                   "how often each child fetches the DERP map URLs again (default 3h)"),
+    AP_INIT_TAKE1("TS2021PolicyFile", set_policy_file, NULL, RSRC_CONF,
+                  "HuJSON policy file of this tailnet (instead of the one in the database)"),
     AP_INIT_TAKE1("TS2021DNSConfigFile", set_dns_file, NULL, RSRC_CONF,
                   "JSON object of extra tailcfg.DNSConfig fields (resolvers, routes...)"),
     AP_INIT_FLAG("TS2021MagicDNS", set_magic_dns, NULL, RSRC_CONF,
