@@ -255,7 +255,9 @@ static apr_status_t probe_ip(void *baton, int family, const char *ip, int *used)
 }
 
 /* One family's address: from the prefix's cursor by indexed probes; every address of the
- * family is read only when the probes keep hitting used ones (a crowded or wrapped prefix). */
+ * family is read only when the probes keep hitting used ones (a crowded or wrapped prefix),
+ * or once when the prefix has no cursor yet (new prefix, database from schema 1), so that
+ * allocation goes on after the highest address rather than into a hole at the start. */
 static apr_status_t pick_ip(ts_store_tx_t *tx, ts_ipalloc_t *a, int sequential, int family,
                             const char **ip)
 {
@@ -269,7 +271,8 @@ static apr_status_t pick_ip(ts_store_tx_t *tx, ts_ipalloc_t *a, int sequential, 
     }
     rv = sequential ? ts_store__tx_ip_cursor_get(tx, prefix, &last) : APR_SUCCESS;
     if (rv == APR_SUCCESS) {
-        rv = ts_ipalloc_probe(a, tx->p, family, last, PROBES_MAX, probe_ip, tx, ip, &tx->msg);
+        rv = (sequential && !last) ? TS_IPALLOC_EDENSE
+            : ts_ipalloc_probe(a, tx->p, family, last, PROBES_MAX, probe_ip, tx, ip, &tx->msg);
     }
     if (rv == TS_IPALLOC_EDENSE) {
         rv = ts_store__tx_ips(tx, family, &used);
