@@ -37,6 +37,7 @@ typedef struct ts_register_result_t {
     apr_int64_t node_id;        /* the node this request concerns, 0 if none */
     int changed;                /* 1 if the store was written (peers need to hear of it) */
     const char *log;            /* why a 4xx/5xx was sent, for the error log; NULL otherwise */
+    int retries;                /* node writes tried again after losing a race (0 normally) */
 } ts_register_result_t;
 
 /* Runs the decision order of spec 1.4 for one request: logout, restart with a known key,

@@ -539,6 +539,7 @@ apr_status_t reg_node_write(reg_ctx_t *c, ts_node_t *existing, const reg_owner_t
         }
         apr_sleep((apr_interval_time_t)randombytes_uniform(2000u + 1000u * (unsigned)attempt));
         c->now = apr_time_now();
+        c->res->retries++;
     }
     c->busy = 1;                /* lost every round */
     return rv;

@@ -87,28 +87,37 @@ static const ts_stmt_def_t SQL_KEY_MARK_USED = {
 };
 
 /* Lookups a node's write transaction makes to choose its unique values: each one an index
- * probe or range, so that a registration costs the same in any size of tailnet. */
+ * probe or range, so that a registration costs the same in any size of tailnet. On MariaDB
+ * they are locking reads, which see the latest committed rows whatever the transaction's
+ * snapshot; the generation lock already serialises writers, so they wait for nobody. */
 static const ts_stmt_def_t SQL_NODE_NAME_OWNER = {
-    "node_name_owner", "node", "SELECT id FROM nodes WHERE given_name = %s", NULL
+    "node_name_owner", "node", "SELECT id FROM nodes WHERE given_name = %s",
+    "SELECT id FROM nodes WHERE given_name = %s FOR UPDATE"
 };
 static const ts_stmt_def_t SQL_NODE_NAMES_RANGE = {
     "node_names_range", "node",
-    "SELECT id, given_name FROM nodes WHERE given_name >= %s AND given_name < %s", NULL
+    "SELECT id, given_name FROM nodes WHERE given_name >= %s AND given_name < %s",
+    "SELECT id, given_name FROM nodes WHERE given_name >= %s AND given_name < %s FOR UPDATE"
 };
 static const ts_stmt_def_t SQL_NODE_IPV4_OWNER = {
-    "node_ipv4_owner", "node", "SELECT id FROM nodes WHERE ipv4 = %s", NULL
+    "node_ipv4_owner", "node", "SELECT id FROM nodes WHERE ipv4 = %s",
+    "SELECT id FROM nodes WHERE ipv4 = %s FOR UPDATE"
 };
 static const ts_stmt_def_t SQL_NODE_IPV6_OWNER = {
-    "node_ipv6_owner", "node", "SELECT id FROM nodes WHERE ipv6 = %s", NULL
+    "node_ipv6_owner", "node", "SELECT id FROM nodes WHERE ipv6 = %s",
+    "SELECT id FROM nodes WHERE ipv6 = %s FOR UPDATE"
 };
 static const ts_stmt_def_t SQL_NODE_IPV4_ALL = {
-    "node_ipv4_all", "node", "SELECT ipv4 FROM nodes WHERE ipv4 IS NOT NULL", NULL
+    "node_ipv4_all", "node", "SELECT ipv4 FROM nodes WHERE ipv4 IS NOT NULL",
+    "SELECT ipv4 FROM nodes WHERE ipv4 IS NOT NULL LOCK IN SHARE MODE"
 };
 static const ts_stmt_def_t SQL_NODE_IPV6_ALL = {
-    "node_ipv6_all", "node", "SELECT ipv6 FROM nodes WHERE ipv6 IS NOT NULL", NULL
+    "node_ipv6_all", "node", "SELECT ipv6 FROM nodes WHERE ipv6 IS NOT NULL",
+    "SELECT ipv6 FROM nodes WHERE ipv6 IS NOT NULL LOCK IN SHARE MODE"
 };
 static const ts_stmt_def_t SQL_IP_CURSOR_GET = {
-    "ip_cursor_get", "address cursor", "SELECT last_ip FROM ip_cursors WHERE prefix = %s", NULL
+    "ip_cursor_get", "address cursor", "SELECT last_ip FROM ip_cursors WHERE prefix = %s",
+    "SELECT last_ip FROM ip_cursors WHERE prefix = %s FOR UPDATE"
 };
 static const ts_stmt_def_t SQL_IP_CURSOR_SET = {
     "ip_cursor_set", "address cursor",

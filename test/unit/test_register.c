@@ -535,14 +535,16 @@ static void test_lost_unique_race_is_retried(void **state)
     ts_user_t *u = rx_user(fx, "demo");
     const char *key = rx_key(fx, u->id, 1, 0, NULL, NULL);
     loser_t l = { 2, 0 };
+    ts_register_result_t res;
     ts_node_t *n;
 
     raw_node(fx, 200, "box", "100.64.0.1", "fd7a:115c:a1e0::1");
     ts_register_test_hook(lose_race, &l);
     json_decref(rx_call(fx, &conf, rx_mkey_n(fx->pool, 1),
-                        rx_req145(fx->pool, NKEY_A, NULL, key, NULL, "box", NULL), NULL));
+                        rx_req145(fx->pool, NKEY_A, NULL, key, NULL, "box", NULL), &res));
     ts_register_test_hook(NULL, NULL);
     assert_int_equal(l.calls, 3);
+    assert_int_equal(res.retries, 2);
     n = rx_node(fx, NKEY_A);
     assert_string_equal(n->ipv4, "100.64.0.2");
     assert_string_equal(n->given_name, "box-1");
@@ -674,11 +676,13 @@ static void test_concurrent_registrations(void **state)
                 ts_register_result_t res;
                 const char *body = rx_req145(p, fx_key(p, "nodekey:", 10 * (i + 1) + j), NULL,
                                              key, NULL, "box", NULL);
+                /* chosen under the generation lock: nobody ever loses a race */
                 if (ts_register_handle(st, p, &conf, rx_mkey_n(p, 10 * (i + 1) + j), body,
                                        strlen(body), &res) != APR_SUCCESS
-                    || res.status != 200 || strstr(res.body, "\"Error\":\"\"") == NULL) {
-                    fprintf(stderr, "racer %d: %d %s\n", i, res.status,
-                            res.log ? res.log : res.body);
+                    || res.status != 200 || strstr(res.body, "\"Error\":\"\"") == NULL
+                    || res.retries != 0) {
+                    fprintf(stderr, "racer %d: %d %s (%d retries)\n", i, res.status,
+                            res.log ? res.log : res.body, res.retries);
                     bad++;
                 }
             }
