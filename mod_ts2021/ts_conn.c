@@ -363,6 +363,10 @@ void ts_conn_sent(ts_conn_t *conn, size_t n)
     }
 }
 
+/* A 503 is contention that passes (a busy database, a full worker queue): say when to come
+ * back, so that a burst of clients does not return all at once (clients back off anyway). */
+static const ts_h2_header_t conn_retry_after[] = { { "retry-after", TS_CONN_RETRY_AFTER_S } };
+
 static ts_h2_response_t conn_head(int status, const char *content_type)
 {
     ts_h2_response_t head;
@@ -370,6 +374,10 @@ static ts_h2_response_t conn_head(int status, const char *content_type)
     memset(&head, 0, sizeof(head));
     head.status = status;
     head.content_type = content_type;
+    if (status == 503) {
+        head.headers = conn_retry_after;
+        head.nheaders = 1;
+    }
     return head;
 }
 

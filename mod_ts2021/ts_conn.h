@@ -65,6 +65,9 @@ apr_status_t ts_conn_pending(ts_conn_t *conn, const uint8_t **out, size_t *len,
                              const char **errmsg);
 void ts_conn_sent(ts_conn_t *conn, size_t n);
 
+/* Seconds in the Retry-After header that every 503 answer carries. */
+#define TS_CONN_RETRY_AFTER_S "2"
+
 /* Answers a request at once. */
 apr_status_t ts_conn_respond(ts_conn_t *conn, int32_t stream_id, int status,
                              const char *content_type, const uint8_t *body, size_t len);

@@ -1,5 +1,6 @@
-/* ts_ipalloc.c: picks node addresses in the tailnet prefixes from the addresses already in
- * the database; the database's unique indexes stay the final judge between processes. */
+/* ts_ipalloc.c: picks node addresses in the tailnet prefixes, either by asking about one
+ * candidate at a time (a few indexed lookups inside the node's write transaction) or from a
+ * list of the addresses in use; the database's unique indexes stay the final judge. */
 #include "ts_ipalloc.h"
 #include "ts_store.h"
 
@@ -232,20 +233,28 @@ static int cmp_u128(const void *a, const void *b)
     return x < y ? -1 : (x > y ? 1 : 0);
 }
 
-/* The addresses in use within the prefix (database and excluded), sorted. */
-static u128 *used_sorted(apr_pool_t *p, const ipalloc_pfx_t *x, const apr_array_header_t *nodes,
-                         int *count)
+/* Parsed addresses of the family inside the prefix, appended to used[*n]. */
+static void collect(const ipalloc_pfx_t *x, const apr_array_header_t *ips, u128 *used, int *n)
 {
-    int n = 0, i, cap = (nodes ? nodes->nelts : 0) + x->excluded->nelts;
-    u128 *used = apr_palloc(p, sizeof(u128) * (apr_size_t)(cap + 1)), v;
+    int i;
+    u128 v;
 
-    for (i = 0; nodes && i < nodes->nelts; i++) {
-        const ts_node_t *node = APR_ARRAY_IDX(nodes, i, const ts_node_t *);
-        const char *ip = x->family == AF_INET ? node->ipv4 : node->ipv6;
+    for (i = 0; ips && i < ips->nelts; i++) {
+        const char *ip = APR_ARRAY_IDX(ips, i, const char *);
         if (parse_addr(x->family, ip, &v) == 0 && v - x->base < x->span) {
-            used[n++] = v;
+            used[(*n)++] = v;
         }
     }
+}
+
+/* The addresses in use within the prefix (the given ones and the excluded), sorted. */
+static u128 *used_sorted(apr_pool_t *p, const ipalloc_pfx_t *x, const apr_array_header_t *ips,
+                         int *count)
+{
+    int n = 0, i, cap = (ips ? ips->nelts : 0) + x->excluded->nelts;
+    u128 *used = apr_palloc(p, sizeof(u128) * (apr_size_t)(cap + 1));
+
+    collect(x, ips, used, &n);
     for (i = 0; i < x->excluded->nelts; i++) {
         used[n++] = APR_ARRAY_IDX(x->excluded, i, u128);
     }
@@ -281,9 +290,51 @@ static u128 random_offset(u128 span)
     return r & (span - 1);      /* spans are powers of two */
 }
 
-static apr_status_t pick_one(ts_ipalloc_t *a, apr_pool_t *p, ipalloc_pfx_t *x,
-                             const apr_array_header_t *nodes, const char **ip, const char **err)
+static ipalloc_pfx_t *family_pfx(ts_ipalloc_t *a, int family)
 {
+    return family == 6 ? &a->v6 : &a->v4;
+}
+
+const char *ts_ipalloc_prefix(const ts_ipalloc_t *a, int family)
+{
+    const ipalloc_pfx_t *x = family == 6 ? &a->v6 : &a->v4;
+
+    return x->family ? x->text : NULL;
+}
+
+static apr_status_t full(apr_pool_t *p, const ipalloc_pfx_t *x, const char **err)
+{
+    *err = apr_psprintf(p, "no free IPv%d address left in %s", x->family == AF_INET ? 4 : 6,
+                        x->text);
+    return TS_IPALLOC_EFULL;
+}
+
+/* Where a search starts: after last (sequential; else after the highest used address, or at
+ * the prefix's start), or at a random address. */
+static u128 start_at(const ts_ipalloc_t *a, const ipalloc_pfx_t *x, const char *last,
+                     const u128 *used, int nused)
+{
+    u128 v, end = x->base + x->span - 1;
+
+    if (a->strategy == TS_IPALLOC_RANDOM) {
+        return x->base + random_offset(x->span);
+    }
+    if (last && parse_addr(x->family, last, &v) == 0 && v - x->base < x->span) {
+        /* after the last one handed out rather than into the first hole: a freed address
+         * is not handed to a new node while peers may still remember the old one */
+        return v < end ? v + 1 : x->base;
+    }
+    if (used && nused) {
+        return used[nused - 1] < end ? used[nused - 1] + 1 : x->base;
+    }
+    return x->base;
+}
+
+apr_status_t ts_ipalloc_pick_among(ts_ipalloc_t *a, apr_pool_t *p, int family,
+                                   const char *last, const apr_array_header_t *used_ips,
+                                   const char **ip, const char **err)
+{
+    ipalloc_pfx_t *x = family_pfx(a, family);
     int nused;
     u128 *used, start, end = x->base + x->span - 1, v;
 
@@ -291,35 +342,94 @@ static apr_status_t pick_one(ts_ipalloc_t *a, apr_pool_t *p, ipalloc_pfx_t *x,
     if (!x->family) {
         return APR_SUCCESS;
     }
-    used = used_sorted(p, x, nodes, &nused);
-    if (a->strategy == TS_IPALLOC_RANDOM) {
-        start = x->base + random_offset(x->span);
-    }
-    else {
-        /* after the newest address rather than into the first hole: a freed address is
-         * not handed to a new node while peers may still remember the old one */
-        start = nused ? used[nused - 1] + 1 : x->base;
-    }
-    v = start <= end ? scan(x, used, nused, start, end) : 0;
+    used = used_sorted(p, x, used_ips, &nused);
+    start = start_at(a, x, last, used, nused);
+    v = scan(x, used, nused, start, end);
     if (v == 0 && start > x->base) {
         v = scan(x, used, nused, x->base, start - 1);
     }
     if (v == 0) {
-        *err = apr_psprintf(p, "no free IPv%d address left in %s",
-                            x->family == AF_INET ? 4 : 6, x->text);
-        return TS_IPALLOC_EFULL;
+        return full(p, x, err);
     }
     *ip = addr_text(p, x->family, v);
     return APR_SUCCESS;
 }
 
+static int excluded(const ipalloc_pfx_t *x, u128 v)
+{
+    int i;
+
+    for (i = 0; i < x->excluded->nelts; i++) {
+        if (APR_ARRAY_IDX(x->excluded, i, u128) == v) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+apr_status_t ts_ipalloc_probe(ts_ipalloc_t *a, apr_pool_t *p, int family, const char *last,
+                              int max_probes, ts_ipalloc_probe_fn probe, void *baton,
+                              const char **ip, const char **err)
+{
+    ipalloc_pfx_t *x = family_pfx(a, family);
+    u128 start, v, end = x->base + x->span - 1, rlast;
+    int probes = 0, wrapped = 0, used;
+    apr_status_t rv;
+
+    *ip = NULL;
+    if (!x->family) {
+        return APR_SUCCESS;
+    }
+    start = start_at(a, x, last, NULL, 0);
+    for (v = start;;) {
+        if (wrapped && v >= start) {
+            return full(p, x, err);         /* every address of the prefix was looked at */
+        }
+        if (pfx_reserved(x, v, &rlast)) {
+            v = rlast;                      /* the end of the reserved range */
+        }
+        else if (!excluded(x, v)) {
+            const char *text = addr_text(p, x->family, v);
+            if (probes++ >= max_probes) {
+                *err = apr_psprintf(p, "%d addresses in a row in use after %s", max_probes,
+                                    addr_text(p, x->family, start));
+                return TS_IPALLOC_EDENSE;
+            }
+            rv = probe(baton, family, text, &used);
+            if (rv != APR_SUCCESS) {
+                return rv;
+            }
+            if (!used) {
+                *ip = text;
+                return APR_SUCCESS;
+            }
+        }
+        if (v >= end) {
+            v = x->base;
+            wrapped = 1;
+        }
+        else {
+            v++;
+        }
+    }
+}
+
 apr_status_t ts_ipalloc_pick(ts_ipalloc_t *a, apr_pool_t *p, const apr_array_header_t *nodes,
                              const char **ipv4, const char **ipv6, const char **err)
 {
-    apr_status_t rv = pick_one(a, p, &a->v4, nodes, ipv4, err);
+    apr_array_header_t *v4 = apr_array_make(p, nodes ? nodes->nelts : 0, sizeof(char *));
+    apr_array_header_t *v6 = apr_array_make(p, nodes ? nodes->nelts : 0, sizeof(char *));
+    apr_status_t rv;
+    int i;
 
+    for (i = 0; nodes && i < nodes->nelts; i++) {
+        const ts_node_t *n = APR_ARRAY_IDX(nodes, i, const ts_node_t *);
+        APR_ARRAY_PUSH(v4, const char *) = n->ipv4;
+        APR_ARRAY_PUSH(v6, const char *) = n->ipv6;
+    }
+    rv = ts_ipalloc_pick_among(a, p, 4, NULL, v4, ipv4, err);
     if (rv == APR_SUCCESS) {
-        rv = pick_one(a, p, &a->v6, nodes, ipv6, err);
+        rv = ts_ipalloc_pick_among(a, p, 6, NULL, v6, ipv6, err);
     }
     return rv;
 }

@@ -28,13 +28,40 @@ apr_status_t ts_ipalloc_create(ts_ipalloc_t **a, apr_pool_t *p, const ts_tailnet
 int ts_ipalloc_reserved(const ts_ipalloc_t *a, const char *ip);
 
 /* Remembers an address lost to a concurrent writer (the database's unique index said so)
- * so that later picks of this allocator skip it even if the caller's node list is older. */
+ * so that later picks and probes of this allocator skip it. */
 void ts_ipalloc_exclude(ts_ipalloc_t *a, const char *ip);
 
-/* Free addresses for a new node, given every node (ts_node_t *) in the database: canonical
- * text, or NULL for a family without a prefix. Sequential: the first free address after the
- * highest one in use, wrapping round to refill holes; random: a random start, then the
- * same probing. TS_IPALLOC_EFULL naming the prefix when one is full. */
+/* The prefix text of family 4 or 6, NULL when that family is not handed out. */
+const char *ts_ipalloc_prefix(const ts_ipalloc_t *a, int family);
+
+/* Status when probing gave up: too many candidates in a row were in use. */
+#define TS_IPALLOC_EDENSE APR_EAGAIN
+
+/* Whether ip (canonical text of family 4 or 6) is in use: *used 1 or 0, or a failure. */
+typedef apr_status_t (*ts_ipalloc_probe_fn)(void *baton, int family, const char *ip,
+                                            int *used);
+
+/* A free address of family (4 or 6) found by asking probe about candidates one at a time,
+ * so that a registration costs a few indexed lookups whatever the tailnet's size.
+ * Sequential: from the address after last (the one handed out before; NULL or outside the
+ * prefix: the prefix's start), wrapping round at its end; random: from a random address.
+ * Reserved and excluded addresses are skipped without asking. After max_probes used
+ * candidates: TS_IPALLOC_EDENSE (ask ts_ipalloc_pick_among with the addresses in use);
+ * TS_IPALLOC_EFULL when the whole prefix was looked at. *ip NULL for a family without a
+ * prefix. probe's failures are returned as they are. */
+apr_status_t ts_ipalloc_probe(ts_ipalloc_t *a, apr_pool_t *p, int family, const char *last,
+                              int max_probes, ts_ipalloc_probe_fn probe, void *baton,
+                              const char **ip, const char **err);
+
+/* The same from the list of addresses in use (const char *; others families' and NULL
+ * entries ignored): after last, or, when last is NULL, after the highest address in use;
+ * wrapping round to refill holes. TS_IPALLOC_EFULL naming the prefix when it is full. */
+apr_status_t ts_ipalloc_pick_among(ts_ipalloc_t *a, apr_pool_t *p, int family,
+                                   const char *last, const apr_array_header_t *used,
+                                   const char **ip, const char **err);
+
+/* Both families at once, given every node (ts_node_t *): ts_ipalloc_pick_among with no
+ * last address. */
 apr_status_t ts_ipalloc_pick(ts_ipalloc_t *a, apr_pool_t *p, const apr_array_header_t *nodes,
                              const char **ipv4, const char **ipv6, const char **err);
 

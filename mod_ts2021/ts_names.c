@@ -145,6 +145,43 @@ const char *ts_names_unique_in(apr_pool_t *p, const char *base, apr_int64_t self
     return ts_names_candidate(p, base, NAMES_MAX_SUFFIX);
 }
 
+const char *ts_names_suffix_prefix(apr_pool_t *p, const char *base)
+{
+    const char *longest = ts_names_candidate(p, base, NAMES_MAX_SUFFIX);
+    const char *first = ts_names_candidate(p, base, 1);
+    char suffix[16];
+    apr_size_t head;
+
+    apr_snprintf(suffix, sizeof(suffix), "-%d", NAMES_MAX_SUFFIX);
+    head = strlen(longest) - strlen(suffix);
+    /* a shorter suffix leaves room for a longer head, which starts with the shorter one */
+    if (strlen(first) - 2 == head && strncmp(first, longest, head) == 0) {
+        return apr_pstrndup(p, longest, head + 1);      /* one head for all: "base-" */
+    }
+    return apr_pstrndup(p, longest, head);
+}
+
+const char *ts_names_first_free(apr_pool_t *p, const char *base, const apr_array_header_t *taken)
+{
+    apr_hash_t *used = apr_hash_make(p);
+    int i;
+
+    for (i = 0; taken && i < taken->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(taken, i, const char *);
+        if (name) {
+            apr_hash_set(used, name, APR_HASH_KEY_STRING, name);
+        }
+    }
+    /* at most taken->nelts candidates can be taken: the loop ends within that many + 1 */
+    for (i = 1; i < NAMES_MAX_SUFFIX; i++) {
+        const char *c = ts_names_candidate(p, base, i);
+        if (!apr_hash_get(used, c, APR_HASH_KEY_STRING)) {
+            return c;
+        }
+    }
+    return ts_names_candidate(p, base, NAMES_MAX_SUFFIX);
+}
+
 apr_status_t ts_names_unique(ts_store_t *st, apr_pool_t *p, const char *base,
                              apr_int64_t self_id, const char **name, const char **err)
 {

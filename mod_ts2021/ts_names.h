@@ -31,6 +31,15 @@ const char *ts_names_candidate(apr_pool_t *p, const char *base, int n);
 const char *ts_names_unique_in(apr_pool_t *p, const char *base, apr_int64_t self_id,
                                const apr_array_header_t *nodes);
 
+/* What every candidate n >= 1 of base starts with: base + "-" when no candidate needs
+ * shortening, else the shortest head. Names in the range [prefix, prefix with its last
+ * byte + 1) are all a registration has to read to choose a suffix. */
+const char *ts_names_suffix_prefix(apr_pool_t *p, const char *base);
+
+/* The first candidate n >= 1 of base that is not in taken (const char *, NULL entries
+ * ignored): "base-1", "base-2" ... */
+const char *ts_names_first_free(apr_pool_t *p, const char *base, const apr_array_header_t *taken);
+
 /* The same, asking the store one candidate at a time (for callers without a node list). */
 apr_status_t ts_names_unique(ts_store_t *st, apr_pool_t *p, const char *base,
                              apr_int64_t self_id, const char **name, const char **err);

@@ -578,7 +578,13 @@ static apr_status_t run_decision(reg_ctx_t *c)
         }
         c->now = apr_time_now();
     }
-    if (rv != APR_SUCCESS) {
+    if (rv != APR_SUCCESS && (c->busy || c->redo || rv == TS_STORE_EBUSY)) {
+        /* contention, not a fault: nothing was written, and the client will come back */
+        answer_text(c, 503, "the server is busy registering other nodes: try again");
+        c->res->log = apr_psprintf(c->p, "register (503, busy): %s",
+                                   c->err ? c->err : "failed");
+    }
+    else if (rv != APR_SUCCESS) {
         answer_text(c, 500, "internal error while registering");
         c->res->log = apr_psprintf(c->p, "register: %s", c->err ? c->err : "failed");
     }

@@ -37,13 +37,15 @@ typedef struct ts_register_result_t {
     apr_int64_t node_id;        /* the node this request concerns, 0 if none */
     int changed;                /* 1 if the store was written (peers need to hear of it) */
     const char *log;            /* why a 4xx/5xx was sent, for the error log; NULL otherwise */
+    int retries;                /* node writes tried again after losing a race (0 normally) */
 } ts_register_result_t;
 
 /* Runs the decision order of spec 1.4 for one request: logout, restart with a known key,
  * expired key, expiry shortening, Followup, pre-auth key, interactive registration. Every
  * answer is in res (Error answers are 200, as clients expect; bad requests 400; database
- * failures 500), and nothing is written when the answer is an error. Returns the store's
- * status for a 500, APR_SUCCESS otherwise. */
+ * failures 500; 503 when concurrent registrations or a locked database outlasted every
+ * retry), and nothing is written when the answer is an error. Returns the store's status
+ * for a 500 or 503, APR_SUCCESS otherwise. */
 apr_status_t ts_register_handle(ts_store_t *st, apr_pool_t *p, const ts_tailnet_conf_t *conf,
                                 const uint8_t machine_key[TS_KEY_LEN], const char *body,
                                 apr_size_t len, ts_register_result_t *res);
@@ -101,9 +103,10 @@ int ts_register_tag_valid(const char *tag);
  * 0001-01-01T00:00:00Z; times before 1970 come back as values <= 0. -1 on bad syntax. */
 int ts_register_parse_time(const char *text, apr_time_t *t, int *zero);
 
-/* Test seam: called before every attempt to insert a node, so that a test can take the
- * address or name being tried from another connection. NULL clears it. */
-typedef void (*ts_register_test_hook_fn)(void *baton, const ts_node_t *about_to_insert);
+/* Test seam: called inside the write transaction of every attempt to insert a node, once
+ * its addresses and name are chosen; a test may change them (e.g. to values in use) to
+ * play a writer that bypassed the generation lock. NULL clears it. */
+typedef void (*ts_register_test_hook_fn)(void *baton, ts_node_t *about_to_insert);
 void ts_register_test_hook(ts_register_test_hook_fn fn, void *baton);
 
 #endif

@@ -30,6 +30,7 @@ typedef struct reg_ctx_t {
     ts_register_result_t *res;
     const char *err;              /* the store's message of the last failure */
     int redo;                     /* lost a race to a write of the same node: decide again */
+    int busy;                     /* lost every race, or the database stayed locked: 503 */
 } reg_ctx_t;
 
 /* Who a node written by this registration belongs to. */
@@ -62,10 +63,13 @@ int reg_same_owner(apr_pool_t *p, const ts_node_t *n, const reg_owner_t *o, int 
 apr_status_t reg_find_existing(reg_ctx_t *c, ts_node_t *by_key, const reg_owner_t *o,
                                int convert_tagged, ts_node_t **out);
 
-/* Creates (existing NULL) or updates the node for c->req and o, retrying lost address,
- * name and version races; *out is the row written. TS_IPALLOC_EFULL with a message when a
- * prefix is full; ECONFLICT/ENOTFOUND about the pre-auth key when it no longer validates;
- * c->redo set when another registration of the same node key won. */
+/* Creates (existing NULL) or updates the node for c->req and o; addresses and name are
+ * chosen inside the write transaction by indexed lookups, so concurrent registrations
+ * cannot pick the same ones. Lost version (or, in theory, uniqueness) races are retried a
+ * few times; *out is the row written. TS_IPALLOC_EFULL with a message when a prefix is
+ * full; ECONFLICT/ENOTFOUND about the pre-auth key when it no longer validates; c->redo set
+ * when another registration of the same node key won; c->busy when every attempt lost or
+ * the database stayed locked (the answer is then 503, try again). */
 apr_status_t reg_node_write(reg_ctx_t *c, ts_node_t *existing, const reg_owner_t *o,
                             ts_node_t **out);
 

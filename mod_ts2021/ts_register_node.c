@@ -11,9 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Racing registrations all want the same next address and name, and each round only one
- * of them wins: enough attempts for a burst of clients, with jitter to break the lockstep. */
-#define WRITE_ATTEMPTS 32
+/* Addresses and names are chosen inside the write transaction, where writers take turns,
+ * so a lost race needs a writer outside this code (or a schema surprise): a few attempts
+ * with jitter, then the client is told to come back (503). */
+#define WRITE_ATTEMPTS 5
+/* Used addresses in a row after the cursor before reading every address of the family. */
+#define PROBES_MAX 16
 
 static ts_register_test_hook_fn test_hook;
 static void *test_hook_baton;
@@ -244,33 +247,119 @@ static void apply_owner(reg_ctx_t *c, ts_node_t *n, const reg_owner_t *o)
 
 /* ---- writes ---- */
 
+/* ---- unique values, chosen inside the write transaction ---- */
+
+static apr_status_t probe_ip(void *baton, int family, const char *ip, int *used)
+{
+    return ts_store__tx_ip_used(baton, family, ip, used);
+}
+
+/* One family's address: from the prefix's cursor by indexed probes; every address of the
+ * family is read only when the probes keep hitting used ones (a crowded or wrapped prefix),
+ * or once when the prefix has no cursor yet (new prefix, database from schema 1), so that
+ * allocation goes on after the highest address rather than into a hole at the start. */
+static apr_status_t pick_ip(ts_store_tx_t *tx, ts_ipalloc_t *a, int sequential, int family,
+                            const char **ip)
+{
+    const char *prefix = ts_ipalloc_prefix(a, family), *last = NULL;
+    apr_array_header_t *used;
+    apr_status_t rv;
+
+    *ip = NULL;
+    if (!prefix) {
+        return APR_SUCCESS;
+    }
+    rv = sequential ? ts_store__tx_ip_cursor_get(tx, prefix, &last) : APR_SUCCESS;
+    if (rv == APR_SUCCESS) {
+        rv = (sequential && !last) ? TS_IPALLOC_EDENSE
+            : ts_ipalloc_probe(a, tx->p, family, last, PROBES_MAX, probe_ip, tx, ip, &tx->msg);
+    }
+    if (rv == TS_IPALLOC_EDENSE) {
+        rv = ts_store__tx_ips(tx, family, &used);
+        if (rv == APR_SUCCESS) {
+            rv = ts_ipalloc_pick_among(a, tx->p, family, last, used, ip, &tx->msg);
+        }
+    }
+    if (rv == APR_SUCCESS && sequential) {
+        rv = ts_store__tx_ip_cursor_set(tx, prefix, *ip);
+    }
+    return rv;
+}
+
+/* base if free (or self's), else the first free base-N: one probe, then one index range
+ * over the names that start with base's candidates (spec 5.3). */
+static apr_status_t pick_name(ts_store_tx_t *tx, const char *base, apr_int64_t self_id,
+                              const char **name)
+{
+    apr_array_header_t *taken;
+    apr_int64_t owner = 0;
+    apr_status_t rv = ts_store__tx_name_owner(tx, base, &owner);
+
+    if (rv == APR_SUCCESS && (owner == 0 || owner == self_id)) {
+        *name = base;
+        return APR_SUCCESS;
+    }
+    if (rv == APR_SUCCESS) {
+        rv = ts_store__tx_names_with_prefix(tx, ts_names_suffix_prefix(tx->p, base), self_id,
+                                            &taken);
+    }
+    if (rv == APR_SUCCESS) {
+        *name = ts_names_first_free(tx->p, base, taken);
+    }
+    return rv;
+}
+
+typedef struct {
+    reg_ctx_t *c;
+    ts_ipalloc_t *a;
+    const char *base;           /* sanitized hostname */
+    const char *full;           /* out: the message when a prefix is full */
+} fill_t;
+
+static apr_status_t fill_tx(ts_store_tx_t *tx, ts_node_t *n, void *baton)
+{
+    fill_t *f = baton;
+    int seq = f->c->conf->ipalloc == TS_IPALLOC_SEQUENTIAL;
+    apr_status_t rv = pick_ip(tx, f->a, seq, 4, &n->ipv4);
+
+    if (rv == APR_SUCCESS) {
+        rv = pick_ip(tx, f->a, seq, 6, &n->ipv6);
+    }
+    if (rv == TS_IPALLOC_EFULL) {
+        f->full = tx->msg;
+    }
+    if (rv == APR_SUCCESS) {
+        rv = pick_name(tx, f->base, 0, &n->given_name);
+    }
+    if (rv == APR_SUCCESS && test_hook) {
+        test_hook(test_hook_baton, n);
+    }
+    return rv;
+}
+
 static apr_status_t create_once(reg_ctx_t *c, ts_ipalloc_t *a, const reg_owner_t *o,
                                 ts_node_t **out)
 {
     ts_node_t *n = apr_pcalloc(c->p, sizeof(*n));
-    apr_array_header_t *nodes;
-    apr_status_t rv = ts_store_node_list(c->st, c->p, &nodes, &c->err);
+    fill_t f;
+    apr_status_t rv;
 
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    rv = ts_ipalloc_pick(a, c->p, nodes, &n->ipv4, &n->ipv6, &c->err);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
     n->machine_key = c->mkey;
     n->node_key = c->req.node_key;
     n->host_info = c->req.hostinfo;
     n->hostname = c->req.hostname;
-    n->given_name = ts_names_unique_in(c->p, ts_names_sanitize(c->p, c->req.hostname), 0,
-                                       nodes);
     apply_owner(c, n, o);
-    if (test_hook) {
-        test_hook(test_hook_baton, n);
-    }
     *out = n;
-    return ts_store_node_create(c->st, c->p, n, advertised_routes(c->p, c->req.hostinfo),
-                                &c->err);
+    memset(&f, 0, sizeof(f));
+    f.c = c;
+    f.a = a;
+    f.base = ts_names_sanitize(c->p, c->req.hostname);
+    rv = ts_store__node_create_with(c->st, c->p, n, advertised_routes(c->p, c->req.hostinfo),
+                                    fill_tx, &f, &c->err);
+    if (rv == TS_IPALLOC_EFULL && f.full) {
+        c->err = f.full;
+    }
+    return rv;
 }
 
 static const ts_stmt_def_t SQL_REG_KEY_STATE = {
@@ -322,6 +411,7 @@ static apr_status_t use_key_tx(ts_store_tx_t *tx, apr_int64_t key_id)
 
 typedef struct {
     ts_node_t *n;
+    const char *rename_base;  /* a new hostname's label: given_name chosen in the transaction */
     apr_int64_t key_id;       /* the key this registration presents, 0: none */
     apr_int64_t version;      /* out */
     apr_time_t updated_at;    /* out */
@@ -333,7 +423,7 @@ static apr_status_t update_tx(ts_store_tx_t *tx, void *baton)
     ts_node_t *n = b->n;
     int eph = n->ephemeral ? 1 : 0, nrows = 0;
     const void *args[] = { n->node_key, ts_store__nz(n->host_info), ts_store__nz(n->hostname),
-        n->given_name, TS_OPT(n->user_id), ts_store__nz(n->register_method),
+        NULL, TS_OPT(n->user_id), ts_store__nz(n->register_method),
         ts_store__nz(n->tags), TS_OPT(n->auth_key_id), &eph, &n->cap_version,
         TS_OPT(n->expiry), &tx->generation, &tx->now, &n->id, &n->version };
     apr_status_t rv = ts_store__tx_user_exists(tx, "node", n->user_id);
@@ -341,6 +431,10 @@ static apr_status_t update_tx(ts_store_tx_t *tx, void *baton)
     if (rv == APR_SUCCESS && b->key_id) {
         rv = use_key_tx(tx, b->key_id);
     }
+    if (rv == APR_SUCCESS && b->rename_base) {
+        rv = pick_name(tx, b->rename_base, n->id, &n->given_name);
+    }
+    args[3] = n->given_name;
     if (rv == APR_SUCCESS) {
         rv = ts_store__tx_exec(tx, &SQL_REG_NODE_UPDATE, args, &nrows);
     }
@@ -362,23 +456,19 @@ static apr_status_t update_once(reg_ctx_t *c, const ts_node_t *existing, const r
     update_t b;
     apr_status_t rv;
 
+    memset(&b, 0, sizeof(b));
     n->node_key = c->req.node_key;
     n->host_info = merge_hostinfo(c->p, c->req.hostinfo, existing->host_info);
     if (c->req.hostname && (!existing->hostname
                             || strcmp(c->req.hostname, existing->hostname) != 0)) {
         /* an admin's rename sticks; a name derived from the old hostname follows the new */
         if (ts_names_is_derived(c->p, existing->given_name, existing->hostname)) {
-            rv = ts_names_unique(c->st, c->p, ts_names_sanitize(c->p, c->req.hostname),
-                                 existing->id, &n->given_name, &c->err);
-            if (rv != APR_SUCCESS) {
-                return rv;
-            }
+            b.rename_base = ts_names_sanitize(c->p, c->req.hostname);
         }
         n->hostname = c->req.hostname;
     }
     apply_owner(c, n, o);
     *out = n;
-    memset(&b, 0, sizeof(b));
     b.n = n;
     b.key_id = o->key ? o->key->id : 0;
     rv = ts_store__write(c->st, c->p, apr_psprintf(c->p, "registering node %" APR_INT64_T_FMT,
@@ -405,7 +495,7 @@ static int retry_after(reg_ctx_t *c, ts_ipalloc_t *a, const ts_node_t *tried,
         return 1;
     }
     if (strstr(e, "node given_name already exists")) {
-        return 1;           /* the next attempt reads the names again */
+        return 1;           /* the next attempt looks at the names again */
     }
     if (*existing && strstr(e, "changed by someone else")) {
         ts_node_t *fresh = NULL;
@@ -440,12 +530,18 @@ apr_status_t reg_node_write(reg_ctx_t *c, ts_node_t *existing, const reg_owner_t
             *out = tried;
             return rv;
         }
+        if (rv == TS_STORE_EBUSY) {
+            c->busy = 1;        /* the store's own retries ran out: the client comes back */
+            return rv;
+        }
         if (rv != TS_STORE_ECONFLICT || !retry_after(c, a, tried, &existing)) {
             return rv;
         }
         apr_sleep((apr_interval_time_t)randombytes_uniform(2000u + 1000u * (unsigned)attempt));
         c->now = apr_time_now();
+        c->res->retries++;
     }
+    c->busy = 1;                /* lost every round */
     return rv;
 }
 

@@ -10,7 +10,7 @@
 #include <apr_dbd.h>
 
 /* Bumped by every schema change; ts_store_schema_apply migrates up to it and refuses newer. */
-#define TS_STORE_SCHEMA_VERSION 1
+#define TS_STORE_SCHEMA_VERSION 2
 
 /* Status codes beyond APR's. Validation errors use APR_EINVAL. */
 #define TS_STORE_ERRSPACE  (APR_OS_START_USERERR + 4100)

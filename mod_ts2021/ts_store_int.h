@@ -79,6 +79,35 @@ apr_status_t ts_store__tx_user_exists(ts_store_tx_t *tx, const char *entity,
 /* compact JSON text from a jansson json_pack format, copied into p (NULL if it fails) */
 const char *ts_store__payload(apr_pool_t *p, const char *fmt, ...);
 
+/* ---- a node's unique values, chosen inside its write transaction (ts_store_nodes.c) ----
+ * Writers are serialised by the generation lock, so a value these lookups find free stays
+ * free until the transaction commits; the unique indexes remain the final judge. */
+
+/* Called inside ts_store__node_create_with's transaction, before the insert, to set
+ * n->ipv4, ipv6 and given_name (from tx->p); a failure other than APR_SUCCESS aborts it. */
+typedef apr_status_t (*ts_store_node_fill_fn)(ts_store_tx_t *tx, ts_node_t *n, void *baton);
+
+/* ts_store_node_create, with the unique fields filled in by fill (NULL: as given). */
+apr_status_t ts_store__node_create_with(ts_store_t *st, apr_pool_t *p, ts_node_t *n,
+                                        const apr_array_header_t *routes,
+                                        ts_store_node_fill_fn fill, void *baton,
+                                        const char **err);
+/* The node with this given_name, 0 if none (the unique index). */
+apr_status_t ts_store__tx_name_owner(ts_store_tx_t *tx, const char *name, apr_int64_t *id);
+/* The given_names (const char *) that start with prefix, but self_id's: one index range. */
+apr_status_t ts_store__tx_names_with_prefix(ts_store_tx_t *tx, const char *prefix,
+                                            apr_int64_t self_id, apr_array_header_t **names);
+/* 1 in *used if a node has ip as its address of family 4 or 6 (the unique index). */
+apr_status_t ts_store__tx_ip_used(ts_store_tx_t *tx, int family, const char *ip, int *used);
+/* Every address of family 4 or 6 in use (const char *): for a prefix crowded after the
+ * cursor only, since it reads one column of every node. */
+apr_status_t ts_store__tx_ips(ts_store_tx_t *tx, int family, apr_array_header_t **ips);
+/* The last address handed out in prefix (NULL: none recorded) and recording it. */
+apr_status_t ts_store__tx_ip_cursor_get(ts_store_tx_t *tx, const char *prefix,
+                                        const char **last);
+apr_status_t ts_store__tx_ip_cursor_set(ts_store_tx_t *tx, const char *prefix,
+                                        const char *last);
+
 /* Runs fn inside a transaction that first takes the next generation, retrying the whole
  * transaction on lock contention. On failure *err is "<what>: <reason>" from p. */
 apr_status_t ts_store__write(ts_store_t *st, apr_pool_t *p, const char *what,

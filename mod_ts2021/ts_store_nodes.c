@@ -86,6 +86,44 @@ static const ts_stmt_def_t SQL_KEY_MARK_USED = {
     "UPDATE pre_auth_keys SET used = 1 WHERE id = %lld", NULL
 };
 
+/* Lookups a node's write transaction makes to choose its unique values: each one an index
+ * probe or range, so that a registration costs the same in any size of tailnet. On MariaDB
+ * they are locking reads, which see the latest committed rows whatever the transaction's
+ * snapshot; the generation lock already serialises writers, so they wait for nobody. */
+static const ts_stmt_def_t SQL_NODE_NAME_OWNER = {
+    "node_name_owner", "node", "SELECT id FROM nodes WHERE given_name = %s",
+    "SELECT id FROM nodes WHERE given_name = %s FOR UPDATE"
+};
+static const ts_stmt_def_t SQL_NODE_NAMES_RANGE = {
+    "node_names_range", "node",
+    "SELECT id, given_name FROM nodes WHERE given_name >= %s AND given_name < %s",
+    "SELECT id, given_name FROM nodes WHERE given_name >= %s AND given_name < %s FOR UPDATE"
+};
+static const ts_stmt_def_t SQL_NODE_IPV4_OWNER = {
+    "node_ipv4_owner", "node", "SELECT id FROM nodes WHERE ipv4 = %s",
+    "SELECT id FROM nodes WHERE ipv4 = %s FOR UPDATE"
+};
+static const ts_stmt_def_t SQL_NODE_IPV6_OWNER = {
+    "node_ipv6_owner", "node", "SELECT id FROM nodes WHERE ipv6 = %s",
+    "SELECT id FROM nodes WHERE ipv6 = %s FOR UPDATE"
+};
+static const ts_stmt_def_t SQL_NODE_IPV4_ALL = {
+    "node_ipv4_all", "node", "SELECT ipv4 FROM nodes WHERE ipv4 IS NOT NULL",
+    "SELECT ipv4 FROM nodes WHERE ipv4 IS NOT NULL LOCK IN SHARE MODE"
+};
+static const ts_stmt_def_t SQL_NODE_IPV6_ALL = {
+    "node_ipv6_all", "node", "SELECT ipv6 FROM nodes WHERE ipv6 IS NOT NULL",
+    "SELECT ipv6 FROM nodes WHERE ipv6 IS NOT NULL LOCK IN SHARE MODE"
+};
+static const ts_stmt_def_t SQL_IP_CURSOR_GET = {
+    "ip_cursor_get", "address cursor", "SELECT last_ip FROM ip_cursors WHERE prefix = %s",
+    "SELECT last_ip FROM ip_cursors WHERE prefix = %s FOR UPDATE"
+};
+static const ts_stmt_def_t SQL_IP_CURSOR_SET = {
+    "ip_cursor_set", "address cursor",
+    "REPLACE INTO ip_cursors (prefix, last_ip) VALUES (%s, %s)", NULL
+};
+
 static ts_node_t *node_from_row(apr_pool_t *p, const char **r)
 {
     ts_node_t *n = apr_pcalloc(p, sizeof(*n));
@@ -168,7 +206,21 @@ bad:
     return APR_EINVAL;
 }
 
-static apr_status_t node_check(apr_pool_t *p, const ts_node_t *n, const char **err)
+/* The fields a registration chooses inside its transaction. */
+static apr_status_t node_check_unique(apr_pool_t *p, const ts_node_t *n, const char **err)
+{
+    apr_status_t rv;
+
+    if ((rv = check_ip(p, err, "ipv4", n->ipv4, AF_INET))
+        || (rv = check_ip(p, err, "ipv6", n->ipv6, AF_INET6))
+        || (rv = ts_store__check_text(p, err, "node", "given_name", n->given_name, 63, 1))) {
+        return rv;
+    }
+    return APR_SUCCESS;
+}
+
+/* Every other field. */
+static apr_status_t node_check_rest(apr_pool_t *p, const ts_node_t *n, const char **err)
 {
     apr_status_t rv;
 
@@ -180,16 +232,20 @@ static apr_status_t node_check(apr_pool_t *p, const ts_node_t *n, const char **e
                                       TS_STORE_TEXT_MAX, 1))
         || (rv = ts_store__check_json(p, err, "node", "host_info", n->host_info,
                                       TS_STORE_BLOB_MAX, 0))
-        || (rv = check_ip(p, err, "ipv4", n->ipv4, AF_INET))
-        || (rv = check_ip(p, err, "ipv6", n->ipv6, AF_INET6))
         || (rv = ts_store__check_text(p, err, "node", "hostname", n->hostname, 255, 0))
-        || (rv = ts_store__check_text(p, err, "node", "given_name", n->given_name, 63, 1))
         || (rv = ts_store__check_text(p, err, "node", "register_method", n->register_method,
                                       16, 0))
         || (rv = ts_store__check_json(p, err, "node", "tags", n->tags, TS_STORE_TEXT_MAX, 1))) {
         return rv;
     }
     return APR_SUCCESS;
+}
+
+static apr_status_t node_check(apr_pool_t *p, const ts_node_t *n, const char **err)
+{
+    apr_status_t rv = node_check_rest(p, n, err);
+
+    return rv == APR_SUCCESS ? node_check_unique(p, n, err) : rv;
 }
 
 static apr_status_t routes_check(apr_pool_t *p, const apr_array_header_t *routes,
@@ -263,11 +319,32 @@ static apr_status_t routes_insert(ts_store_tx_t *tx, apr_int64_t node_id,
 typedef struct {
     ts_node_t *n;
     const apr_array_header_t *routes;
+    ts_store_node_fill_fn fill;
+    void *fill_baton;
 } node_create_t;
+
+static apr_status_t node_insert(ts_store_tx_t *tx, node_create_t *b);
 
 static apr_status_t node_create_tx(ts_store_tx_t *tx, void *baton)
 {
     node_create_t *b = baton;
+    apr_status_t rv = ts_store__tx_user_exists(tx, "node", b->n->user_id);
+
+    if (rv == APR_SUCCESS && b->n->auth_key_id) {
+        rv = use_preauth_key(tx, b->n->auth_key_id);
+    }
+    /* chosen after the generation lock: no other writer can take them before the commit */
+    if (rv == APR_SUCCESS && b->fill) {
+        rv = b->fill(tx, b->n, b->fill_baton);
+        if (rv == APR_SUCCESS && node_check_unique(tx->p, b->n, &tx->msg) != APR_SUCCESS) {
+            rv = APR_EINVAL;
+        }
+    }
+    return rv == APR_SUCCESS ? node_insert(tx, b) : rv;
+}
+
+static apr_status_t node_insert(ts_store_tx_t *tx, node_create_t *b)
+{
     ts_node_t *n = b->n;
     int eph = n->ephemeral ? 1 : 0;
     const void *args[] = { n->machine_key, n->node_key, ts_store__nz(n->disco_key),
@@ -276,14 +353,8 @@ static apr_status_t node_create_tx(ts_store_tx_t *tx, void *baton)
         ts_store__nz(n->register_method), ts_store__nz(n->tags), TS_OPT(n->auth_key_id), &eph,
         &n->cap_version, TS_OPT(n->last_seen), TS_OPT(n->expiry), &tx->generation, &tx->now,
         &tx->now };
-    apr_status_t rv = ts_store__tx_user_exists(tx, "node", n->user_id);
+    apr_status_t rv = ts_store__tx_exec(tx, &SQL_NODE_INSERT, args, NULL);
 
-    if (rv == APR_SUCCESS && n->auth_key_id) {
-        rv = use_preauth_key(tx, n->auth_key_id);
-    }
-    if (rv == APR_SUCCESS) {
-        rv = ts_store__tx_exec(tx, &SQL_NODE_INSERT, args, NULL);
-    }
     if (rv == APR_SUCCESS) {
         rv = ts_store__tx_last_id(tx, &n->id);
     }
@@ -298,11 +369,13 @@ static apr_status_t node_create_tx(ts_store_tx_t *tx, void *baton)
     return rv;
 }
 
-apr_status_t ts_store_node_create(ts_store_t *st, apr_pool_t *p, ts_node_t *n,
-                                  const apr_array_header_t *routes, const char **err)
+apr_status_t ts_store__node_create_with(ts_store_t *st, apr_pool_t *p, ts_node_t *n,
+                                        const apr_array_header_t *routes,
+                                        ts_store_node_fill_fn fill, void *baton,
+                                        const char **err)
 {
     node_create_t b;
-    apr_status_t rv = node_check(p, n, err);
+    apr_status_t rv = fill ? node_check_rest(p, n, err) : node_check(p, n, err);
 
     if (rv == APR_SUCCESS) {
         rv = routes_check(p, routes, err);
@@ -313,12 +386,110 @@ apr_status_t ts_store_node_create(ts_store_t *st, apr_pool_t *p, ts_node_t *n,
     }
     b.n = n;
     b.routes = routes;
-    rv = ts_store__write(st, p, apr_psprintf(p, "creating node '%s'", n->given_name),
+    b.fill = fill;
+    b.fill_baton = baton;
+    rv = ts_store__write(st, p, fill ? apr_psprintf(p, "creating a node for '%s'",
+                                                    n->hostname ? n->hostname : "")
+                                     : apr_psprintf(p, "creating node '%s'", n->given_name),
                          node_create_tx, &b, err);
     if (rv != APR_SUCCESS) {
         n->id = 0;
     }
     return rv;
+}
+
+apr_status_t ts_store_node_create(ts_store_t *st, apr_pool_t *p, ts_node_t *n,
+                                  const apr_array_header_t *routes, const char **err)
+{
+    return ts_store__node_create_with(st, p, n, routes, NULL, NULL, err);
+}
+
+/* ---- lookups for the unique values of a node being written ---- */
+
+static apr_status_t first_id(ts_store_tx_t *tx, const ts_stmt_def_t *def, const char *value,
+                             apr_int64_t *id)
+{
+    apr_array_header_t *rows;
+    const void *args[] = { value };
+    apr_status_t rv = ts_store__tx_select(tx, def, args, &rows);
+
+    *id = (rv == APR_SUCCESS && rows->nelts) ? ts_store__i64(TS_ROW(rows, 0)[0]) : 0;
+    return rv;
+}
+
+apr_status_t ts_store__tx_name_owner(ts_store_tx_t *tx, const char *name, apr_int64_t *id)
+{
+    return first_id(tx, &SQL_NODE_NAME_OWNER, name, id);
+}
+
+apr_status_t ts_store__tx_names_with_prefix(ts_store_tx_t *tx, const char *prefix,
+                                            apr_int64_t self_id, apr_array_header_t **names)
+{
+    apr_size_t len = strlen(prefix);
+    char *hi = apr_pstrdup(tx->scratch, prefix);
+    apr_array_header_t *rows;
+    const void *args[2];
+    apr_status_t rv;
+    int i;
+
+    *names = apr_array_make(tx->p, 4, sizeof(const char *));
+    if (len == 0 || (unsigned char)hi[len - 1] >= 0x7f) {
+        return ts_store__tx_fail(tx, APR_EINVAL, "no name range for prefix '%s'", prefix);
+    }
+    /* [prefix, prefix with its last byte + 1): exactly the names that start with prefix */
+    hi[len - 1] = (char)(hi[len - 1] + 1);
+    args[0] = prefix;
+    args[1] = hi;
+    rv = ts_store__tx_select(tx, &SQL_NODE_NAMES_RANGE, args, &rows);
+    for (i = 0; rv == APR_SUCCESS && i < rows->nelts; i++) {
+        if (ts_store__i64(TS_ROW(rows, i)[0]) != self_id) {
+            APR_ARRAY_PUSH(*names, const char *) = TS_ROW(rows, i)[1];
+        }
+    }
+    return rv;
+}
+
+apr_status_t ts_store__tx_ip_used(ts_store_tx_t *tx, int family, const char *ip, int *used)
+{
+    apr_int64_t id = 0;
+    apr_status_t rv = first_id(tx, family == 6 ? &SQL_NODE_IPV6_OWNER : &SQL_NODE_IPV4_OWNER,
+                               ip, &id);
+
+    *used = id != 0;
+    return rv;
+}
+
+apr_status_t ts_store__tx_ips(ts_store_tx_t *tx, int family, apr_array_header_t **ips)
+{
+    apr_array_header_t *rows;
+    apr_status_t rv = ts_store__tx_select(tx, family == 6 ? &SQL_NODE_IPV6_ALL
+                                                          : &SQL_NODE_IPV4_ALL, NULL, &rows);
+    int i;
+
+    *ips = apr_array_make(tx->p, rv == APR_SUCCESS ? rows->nelts : 0, sizeof(const char *));
+    for (i = 0; rv == APR_SUCCESS && i < rows->nelts; i++) {
+        APR_ARRAY_PUSH(*ips, const char *) = TS_ROW(rows, i)[0];
+    }
+    return rv;
+}
+
+apr_status_t ts_store__tx_ip_cursor_get(ts_store_tx_t *tx, const char *prefix,
+                                        const char **last)
+{
+    apr_array_header_t *rows;
+    const void *args[] = { prefix };
+    apr_status_t rv = ts_store__tx_select(tx, &SQL_IP_CURSOR_GET, args, &rows);
+
+    *last = (rv == APR_SUCCESS && rows->nelts) ? TS_ROW(rows, 0)[0] : NULL;
+    return rv;
+}
+
+apr_status_t ts_store__tx_ip_cursor_set(ts_store_tx_t *tx, const char *prefix,
+                                        const char *last)
+{
+    const void *args[] = { prefix, last };
+
+    return ts_store__tx_exec(tx, &SQL_IP_CURSOR_SET, args, NULL);
 }
 
 static apr_status_t node_get(ts_store_t *st, apr_pool_t *p, const ts_stmt_def_t *def,

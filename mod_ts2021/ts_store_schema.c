@@ -186,6 +186,19 @@ static const char *const MYSQL_V1[] = {
     NULL
 };
 
+/* Version 2: where sequential address allocation goes on, one row per prefix, so that a
+ * registration reads one row instead of every node's address (docs/schema.md). */
+static const char *const SQLITE_V2[] = {
+    "CREATE TABLE IF NOT EXISTS ip_cursors ("
+    " prefix TEXT NOT NULL PRIMARY KEY, last_ip TEXT NOT NULL)",
+    NULL
+};
+static const char *const MYSQL_V2[] = {
+    "CREATE TABLE IF NOT EXISTS ip_cursors ("
+    " prefix VARCHAR(43) NOT NULL PRIMARY KEY, last_ip VARCHAR(39) NOT NULL)" MY_TABLE,
+    NULL
+};
+
 typedef struct {
     int version;
     const char *const *sqlite;
@@ -195,6 +208,7 @@ typedef struct {
 /* Step N takes a database at version N-1 to N. Append; never edit a released step. */
 static const migration_t MIGRATIONS[] = {
     { 1, SQLITE_V1, MYSQL_V1 },
+    { 2, SQLITE_V2, MYSQL_V2 },
 };
 #define N_MIGRATIONS ((int)(sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0])))
 

@@ -7,7 +7,8 @@ import time
 from conftest import mysql_exec, MYSQL_PARAMS
 
 TABLES = {"ts_state", "ts_schema_version", "users", "nodes", "node_routes", "pre_auth_keys",
-          "api_keys", "policies", "registration_requests", "change_log"}
+          "api_keys", "policies", "registration_requests", "change_log", "ip_cursors"}
+SCHEMA_VERSION = 2      # TS_STORE_SCHEMA_VERSION
 
 
 def tables_and_version(server):
@@ -40,7 +41,7 @@ def test_schema_created_at_start_by_racing_children(server_factory):
     # Four children with a database pool each start at once on an empty database.
     s = server_factory(extra_args=["--servers", "4", "--threads", "4"])
     names, version = wait_for_schema(s)
-    assert version == 1
+    assert version == SCHEMA_VERSION
     assert "database schema not usable" not in s.errlog()
     assert "AH00636" not in s.errlog()   # mod_dbd child init failure
     s.stop()
@@ -61,7 +62,7 @@ def test_schema_survives_restart_and_keeps_data(server_factory):
     s.stop()
     s.start()
     names, version = wait_for_schema(s)
-    assert version == 1
+    assert version == SCHEMA_VERSION
     if s.db == "sqlite":
         with sqlite3.connect(os.path.join(s.state, "db", "ts2021.sqlite")) as db:
             assert db.execute("SELECT name FROM users").fetchall() == [("alice",)]

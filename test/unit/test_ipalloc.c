@@ -239,6 +239,160 @@ static void test_exclude(void **state)
     assert_string_equal(v6, "fd7a:115c:a1e0::2");
 }
 
+/* A fake index: the addresses in a hash, and how often it was asked. */
+typedef struct {
+    apr_hash_t *used;
+    int asked;
+    int fail_at;                /* 1-based probe that fails, 0: none */
+} index_t;
+
+static apr_status_t probe(void *baton, int family, const char *ip, int *used)
+{
+    index_t *ix = baton;
+
+    assert_true(family == (strchr(ip, ':') ? 6 : 4));
+    if (++ix->asked == ix->fail_at) {
+        return APR_EGENERAL;
+    }
+    *used = apr_hash_get(ix->used, ip, APR_HASH_KEY_STRING) != NULL;
+    return APR_SUCCESS;
+}
+
+static index_t *index_with(const char *first, ...)
+{
+    index_t *ix = apr_pcalloc(pool, sizeof(*ix));
+    const char *ip;
+    va_list ap;
+
+    ix->used = apr_hash_make(pool);
+    va_start(ap, first);
+    for (ip = first; ip; ip = va_arg(ap, const char *)) {
+        apr_hash_set(ix->used, ip, APR_HASH_KEY_STRING, ip);
+    }
+    va_end(ap);
+    return ix;
+}
+
+static void test_probe_sequential(void **state)
+{
+    ts_ipalloc_t *a = alloc("100.64.0.0/10", "fd7a:115c:a1e0::/48", TS_IPALLOC_SEQUENTIAL);
+    index_t *ix = index_with("100.64.0.1", "100.64.0.7", "100.64.0.8", NULL);
+    const char *ip, *err = NULL;
+
+    (void)state;
+    assert_string_equal(ts_ipalloc_prefix(a, 4), "100.64.0.0/10");
+    assert_string_equal(ts_ipalloc_prefix(a, 6), "fd7a:115c:a1e0::/48");
+    /* no cursor: from the prefix's start, the network address never asked about */
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, NULL, 16, probe, ix, &ip, &err), APR_SUCCESS);
+    assert_string_equal(ip, "100.64.0.2");
+    assert_int_equal(ix->asked, 2);
+    /* after the cursor, skipping used ones, never back into the hole at .2 */
+    ix->asked = 0;
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, "100.64.0.6", 16, probe, ix, &ip, &err),
+                     APR_SUCCESS);
+    assert_string_equal(ip, "100.64.0.9");
+    assert_int_equal(ix->asked, 3);
+    /* a cursor outside the prefix (it was changed) starts over */
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, "10.0.0.1", 16, probe, ix, &ip, &err),
+                     APR_SUCCESS);
+    assert_string_equal(ip, "100.64.0.2");
+    assert_int_equal(ts_ipalloc_probe(a, pool, 6, "fd7a:115c:a1e0::ff", 16, probe, ix, &ip,
+                                      &err), APR_SUCCESS);
+    assert_string_equal(ip, "fd7a:115c:a1e0::100");
+    /* reserved addresses are skipped without a probe: 100.100.100.100 */
+    ix->asked = 0;
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, "100.100.100.99", 16, probe, ix, &ip, &err),
+                     APR_SUCCESS);
+    assert_string_equal(ip, "100.100.100.101");
+    assert_int_equal(ix->asked, 1);
+    /* a family without a prefix */
+    a = alloc("100.64.0.0/10", NULL, TS_IPALLOC_SEQUENTIAL);
+    assert_null(ts_ipalloc_prefix(a, 6));
+    assert_int_equal(ts_ipalloc_probe(a, pool, 6, NULL, 16, probe, ix, &ip, &err), APR_SUCCESS);
+    assert_null(ip);
+}
+
+static void test_probe_wraps_dense_full_and_failing(void **state)
+{
+    ts_ipalloc_t *a = alloc("100.64.0.0/29", NULL, TS_IPALLOC_SEQUENTIAL);
+    index_t *ix = index_with("100.64.0.2", "100.64.0.3", "100.64.0.4", "100.64.0.5",
+                             "100.64.0.6", NULL);
+    apr_array_header_t *used = apr_array_make(pool, 8, sizeof(char *));
+    const char *ip, *err = NULL;
+
+    (void)state;
+    /* at the end of the prefix: round to its start, where .1 is free */
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, "100.64.0.6", 16, probe, ix, &ip, &err),
+                     APR_SUCCESS);
+    assert_string_equal(ip, "100.64.0.1");
+    /* too many used in a row: the caller reads them all */
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, "100.64.0.1", 3, probe, ix, &ip, &err),
+                     TS_IPALLOC_EDENSE);
+    assert_null(ip);
+    APR_ARRAY_PUSH(used, const char *) = "100.64.0.2";
+    APR_ARRAY_PUSH(used, const char *) = "100.64.0.3";
+    APR_ARRAY_PUSH(used, const char *) = "fd7a:115c:a1e0::9";     /* other family: ignored */
+    APR_ARRAY_PUSH(used, const char *) = NULL;
+    assert_int_equal(ts_ipalloc_pick_among(a, pool, 4, "100.64.0.1", used, &ip, &err),
+                     APR_SUCCESS);
+    assert_string_equal(ip, "100.64.0.4");
+    /* no cursor: after the highest in use, as before there were cursors */
+    assert_int_equal(ts_ipalloc_pick_among(a, pool, 4, NULL, used, &ip, &err), APR_SUCCESS);
+    assert_string_equal(ip, "100.64.0.4");
+    /* every address looked at: full, by probing and from the list */
+    apr_hash_set(ix->used, "100.64.0.1", APR_HASH_KEY_STRING, "x");
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, "100.64.0.3", 100, probe, ix, &ip, &err),
+                     TS_IPALLOC_EFULL);
+    assert_string_equal(err, "no free IPv4 address left in 100.64.0.0/29");
+    assert_null(ip);
+    APR_ARRAY_PUSH(used, const char *) = "100.64.0.1";
+    APR_ARRAY_PUSH(used, const char *) = "100.64.0.4";
+    APR_ARRAY_PUSH(used, const char *) = "100.64.0.5";
+    APR_ARRAY_PUSH(used, const char *) = "100.64.0.6";
+    assert_int_equal(ts_ipalloc_pick_among(a, pool, 4, "100.64.0.3", used, &ip, &err),
+                     TS_IPALLOC_EFULL);
+    /* a failing lookup is passed on, not taken for "free" */
+    ix = index_with(NULL);
+    ix->fail_at = 1;
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, NULL, 16, probe, ix, &ip, &err),
+                     APR_EGENERAL);
+    assert_null(ip);
+    /* excluded addresses (lost to a concurrent writer) are not asked about */
+    ix = index_with(NULL);
+    ts_ipalloc_exclude(a, "100.64.0.1");
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, NULL, 16, probe, ix, &ip, &err),
+                     APR_SUCCESS);
+    assert_string_equal(ip, "100.64.0.2");
+    assert_int_equal(ix->asked, 1);
+}
+
+static void test_probe_random(void **state)
+{
+    ts_ipalloc_t *a = alloc("100.64.7.0/24", "fd7a:115c:a1e0::/48", TS_IPALLOC_RANDOM);
+    index_t *ix = index_with(NULL);
+    const char *ip, *err = NULL;
+    int i, in_order = 1;
+
+    (void)state;
+    for (i = 0; i < 254; i++) {
+        assert_int_equal(ts_ipalloc_probe(a, pool, 4, NULL, 1000, probe, ix, &ip, &err),
+                         APR_SUCCESS);
+        assert_int_equal(strncmp(ip, "100.64.7.", 9), 0);
+        assert_false(ts_ipalloc_reserved(a, ip));
+        assert_null(apr_hash_get(ix->used, ip, APR_HASH_KEY_STRING));
+        apr_hash_set(ix->used, ip, APR_HASH_KEY_STRING, ip);
+        if (strcmp(ip, apr_psprintf(pool, "100.64.7.%d", i + 1)) != 0) {
+            in_order = 0;
+        }
+    }
+    assert_false(in_order);
+    assert_int_equal(ts_ipalloc_probe(a, pool, 4, NULL, 1000, probe, ix, &ip, &err),
+                     TS_IPALLOC_EFULL);
+    assert_int_equal(ts_ipalloc_probe(a, pool, 6, NULL, 16, probe, ix, &ip, &err),
+                     APR_SUCCESS);
+    assert_int_equal(strncmp(ip, "fd7a:115c:a1e0:", 15), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +403,9 @@ int main(void)
         cmocka_unit_test(test_reserved_addresses),
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_exclude),
+        cmocka_unit_test(test_probe_sequential),
+        cmocka_unit_test(test_probe_wraps_dense_full_and_failing),
+        cmocka_unit_test(test_probe_random),
     };
 
     apr_initialize();

@@ -133,6 +133,59 @@ static void test_unique_in_list(void **state)
     apr_pool_destroy(p);
 }
 
+static apr_array_header_t *names(apr_pool_t *p, const char *first, ...)
+{
+    apr_array_header_t *a = apr_array_make(p, 4, sizeof(const char *));
+    const char *n;
+    va_list ap;
+
+    va_start(ap, first);
+    for (n = first; n; n = va_arg(ap, const char *)) {
+        APR_ARRAY_PUSH(a, const char *) = n;
+    }
+    va_end(ap);
+    return a;
+}
+
+/* What the registration reads (one index range) and how it picks from it. */
+static void test_suffix_prefix_and_first_free(void **state)
+{
+    apr_pool_t *p;
+    const char *base55 = "aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeefffff";
+    const char *base60 = "aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff";
+    const char *pre;
+    int n;
+
+    (void)state;
+    apr_pool_create(&p, NULL);
+    assert_string_equal(ts_names_suffix_prefix(p, "web"), "web-");
+    assert_string_equal(ts_names_suffix_prefix(p, base55), apr_pstrcat(p, base55, "-", NULL));
+    /* long names are shortened for their suffix: every candidate starts with the prefix */
+    pre = ts_names_suffix_prefix(p, base60);
+    assert_string_equal(pre, "aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeefffff");
+    for (n = 1; n < 2000000; n = n * 3 + 1) {
+        const char *c = ts_names_candidate(p, base60, n);
+        assert_int_equal(strncmp(c, pre, strlen(pre)), 0);
+        assert_true(strlen(c) <= 63);
+    }
+    pre = ts_names_suffix_prefix(p, "a-b-c-d-e-f-g-h-i-j-k-l-m-n-o-p-q-r-s-t-u-v-w-x-y-z-0-1-2-3");
+    for (n = 1; n < 2000000; n = n * 3 + 1) {
+        const char *c = ts_names_candidate(p, "a-b-c-d-e-f-g-h-i-j-k-l-m-n-o-p-q-r-s-t-u-v-w-x"
+                                           "-y-z-0-1-2-3", n);
+        assert_int_equal(strncmp(c, pre, strlen(pre)), 0);
+    }
+    assert_string_equal(ts_names_first_free(p, "web", names(p, NULL)), "web-1");
+    assert_string_equal(ts_names_first_free(p, "web", NULL), "web-1");
+    assert_string_equal(ts_names_first_free(p, "web", names(p, "web-1", "web-3", "web-10",
+                                                            "webby", NULL)), "web-2");
+    assert_string_equal(ts_names_first_free(p, "web", names(p, "web-2", "web-1", "web-3",
+                                                            NULL)), "web-4");
+    assert_string_equal(ts_names_first_free(p, base60, names(p,
+                        ts_names_candidate(p, base60, 1), NULL)),
+                        ts_names_candidate(p, base60, 2));
+    apr_pool_destroy(p);
+}
+
 static void store_node(fx_t *fx, int n, const char *name)
 {
     ts_node_t node;
@@ -174,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_check),
         cmocka_unit_test(test_candidates_and_derived),
         cmocka_unit_test(test_unique_in_list),
+        cmocka_unit_test(test_suffix_prefix_and_first_free),
         FX_TEST(test_unique_in_store, FX_SQLITE),
         FX_TEST(test_unique_in_store, FX_MYSQL),
     };

@@ -443,7 +443,9 @@ static void test_database_failure_writes_nothing(void **state)
     ts_user_t *u = rx_user(fx, "demo");
     const char *key = rx_key(fx, u->id, 0, 0, NULL, NULL), *err = NULL, *prefix, *secret;
     const char *body = rx_req145(fx->pool, NKEY_A, NULL, key, NULL, "h", NULL);
-    const char *stmts[] = { "node_insert", "change_insert", "node_list", "preauth_key_by_prefix" };
+    const char *stmts[] = { "node_insert", "change_insert", "ip_cursor_get", "node_ipv4_all",
+                            "node_name_owner",
+                            "ip_cursor_set", "preauth_key_by_prefix" };
     ts_preauth_key_t *k;
     size_t i;
 
@@ -464,21 +466,18 @@ static void test_database_failure_writes_nothing(void **state)
     assert_false(k->used);
 }
 
-/* Another process takes the address and name being tried: the unique indexes refuse the
- * insert, and the registration retries with the next ones. */
-static void take_them(void *baton, const ts_node_t *n)
+/* A node written behind the store's back (raw SQL: no cursor moved) holds the first
+ * address and the name: the registration's probes see them and take the next ones. */
+static void raw_node(fx_t *fx, int n, const char *name, const char *ipv4, const char *ipv6)
 {
-    fx_t *fx = baton;
-
-    ts_register_test_hook(NULL, NULL);
     fx_exec(fx, apr_psprintf(fx->pool, "INSERT INTO nodes (machine_key, node_key, given_name, "
                              "ipv4, ipv6, ephemeral, cap_version, version, created_at, "
                              "updated_at) VALUES ('%s', '%s', '%s', '%s', '%s', 0, 0, 1, 1, 1)",
-                             fx_key(fx->pool, "mkey:", 200), fx_key(fx->pool, "nodekey:", 200),
-                             n->given_name, n->ipv4, n->ipv6));
+                             fx_key(fx->pool, "mkey:", n), fx_key(fx->pool, "nodekey:", n),
+                             name, ipv4, ipv6));
 }
 
-static void test_lost_address_and_name_race(void **state)
+static void test_values_in_use_are_skipped(void **state)
 {
     FX_REQUIRE(state);
     ts_tailnet_conf_t conf = rx_conf();
@@ -486,14 +485,165 @@ static void test_lost_address_and_name_race(void **state)
     const char *key = rx_key(fx, u->id, 1, 0, NULL, NULL);
     ts_node_t *n;
 
-    ts_register_test_hook(take_them, fx);
+    raw_node(fx, 200, "box", "100.64.0.1", "fd7a:115c:a1e0::1");
+    raw_node(fx, 201, "box-1", "100.64.0.2", "fd7a:115c:a1e0::3");
     json_decref(rx_call(fx, &conf, rx_mkey_n(fx->pool, 1),
                         rx_req145(fx->pool, NKEY_A, NULL, key, NULL, "box", NULL), NULL));
+    /* no cursor yet: after the highest address in use, not into the hole at ::2 */
+    n = rx_node(fx, NKEY_A);
+    assert_string_equal(n->ipv4, "100.64.0.3");
+    assert_string_equal(n->ipv6, "fd7a:115c:a1e0::4");
+    assert_string_equal(n->given_name, "box-2");
+    assert_int_equal(fx_int(fx, "SELECT COUNT(*) FROM ip_cursors WHERE "
+                            "(prefix = '100.64.0.0/10' AND last_ip = '100.64.0.3') OR "
+                            "(prefix = 'fd7a:115c:a1e0::/48' AND last_ip = 'fd7a:115c:a1e0::4')"),
+                     2);
+    /* from the cursor on, probing past addresses taken behind the store's back */
+    raw_node(fx, 202, "box-3", "100.64.0.4", "fd7a:115c:a1e0::5");
+    json_decref(rx_call(fx, &conf, rx_mkey_n(fx->pool, 2),
+                        rx_req145(fx->pool, NKEY_B, NULL, key, NULL, "box", NULL), NULL));
+    n = rx_node(fx, NKEY_B);
+    assert_string_equal(n->ipv4, "100.64.0.5");
+    assert_string_equal(n->ipv6, "fd7a:115c:a1e0::6");
+    assert_string_equal(n->given_name, "box-4");
+}
+
+/* A writer that bypassed the generation lock took the values being inserted: the unique
+ * index refuses the insert and the registration tries again (losing `lose` times). */
+typedef struct {
+    int lose;
+    int calls;
+} loser_t;
+
+static void lose_race(void *baton, ts_node_t *n)
+{
+    loser_t *l = baton;
+
+    if (l->calls++ < l->lose) {
+        n->ipv4 = "100.64.0.1";                     /* the raw node's */
+        if (l->calls % 2 == 0) {
+            n->ipv4 = "100.64.0.9";
+            n->given_name = "box";
+        }
+    }
+}
+
+static void test_lost_unique_race_is_retried(void **state)
+{
+    FX_REQUIRE(state);
+    ts_tailnet_conf_t conf = rx_conf();
+    ts_user_t *u = rx_user(fx, "demo");
+    const char *key = rx_key(fx, u->id, 1, 0, NULL, NULL);
+    loser_t l = { 2, 0 };
+    ts_register_result_t res;
+    ts_node_t *n;
+
+    raw_node(fx, 200, "box", "100.64.0.1", "fd7a:115c:a1e0::1");
+    ts_register_test_hook(lose_race, &l);
+    json_decref(rx_call(fx, &conf, rx_mkey_n(fx->pool, 1),
+                        rx_req145(fx->pool, NKEY_A, NULL, key, NULL, "box", NULL), &res));
     ts_register_test_hook(NULL, NULL);
+    assert_int_equal(l.calls, 3);
+    assert_int_equal(res.retries, 2);
     n = rx_node(fx, NKEY_A);
     assert_string_equal(n->ipv4, "100.64.0.2");
-    assert_string_equal(n->ipv6, "fd7a:115c:a1e0::2");
     assert_string_equal(n->given_name, "box-1");
+    assert_int_equal(fx_count(fx, "nodes"), 2);
+}
+
+/* Losing every attempt is contention, not a fault: 503 (with Retry-After from the glue),
+ * and nothing is written, the single-use key not spent. */
+static void test_lost_every_race_is_503(void **state)
+{
+    FX_REQUIRE(state);
+    ts_tailnet_conf_t conf = rx_conf();
+    ts_user_t *u = rx_user(fx, "demo");
+    ts_preauth_key_t *k;
+    const char *key = rx_key(fx, u->id, 0, 0, NULL, &k), *err = NULL;
+    const char *body = rx_req145(fx->pool, NKEY_A, NULL, key, NULL, "box", NULL);
+    loser_t l = { 1000, 0 };
+    ts_register_result_t res;
+    apr_int64_t before;
+
+    raw_node(fx, 200, "box", "100.64.0.1", "fd7a:115c:a1e0::1");
+    before = rx_gen(fx);
+    ts_register_test_hook(lose_race, &l);
+    assert_int_equal(ts_register_handle(fx->st, fx->pool, &conf, rx_mkey_n(fx->pool, 1), body,
+                                        strlen(body), &res), TS_STORE_ECONFLICT);
+    ts_register_test_hook(NULL, NULL);
+    assert_int_equal(res.status, 503);
+    assert_int_equal(res.outcome, TS_REGISTER_ANSWER);
+    assert_non_null(strstr(res.body, "try again"));
+    assert_non_null(strstr(res.log, "already exists"));
+    assert_false(res.changed);
+    assert_true(l.calls >= 3);
+    assert_int_equal(rx_gen(fx), before);
+    assert_int_equal(fx_count(fx, "nodes"), 1);
+    assert_int_equal(fx_count(fx, "ip_cursors"), 0);
+    ASSERT_RV(APR_SUCCESS, ts_store_preauth_key_get(fx->st, fx->pool, k->id, &k, &err));
+    assert_false(k->used);
+    /* and the next attempt, without the interloper, succeeds */
+    json_decref(rx_call(fx, &conf, rx_mkey_n(fx->pool, 1), body, NULL));
+    assert_string_equal(rx_node(fx, NKEY_A)->given_name, "box-1");
+}
+
+/* A write lock held elsewhere for longer than the store retries: 503, not 500 (sqlite: the
+ * side connection's BEGIN IMMEDIATE; MariaDB would wait innodb_lock_wait_timeout). */
+static void test_locked_database_is_503(void **state)
+{
+    FX_REQUIRE(state);
+    ts_tailnet_conf_t conf = rx_conf();
+    ts_user_t *u = rx_user(fx, "demo");
+    const char *key = rx_key(fx, u->id, 1, 0, NULL, NULL);
+    const char *body = rx_req145(fx->pool, NKEY_A, NULL, key, NULL, "box", NULL);
+    ts_register_result_t res;
+
+    if (strcmp(fx->cfg->driver, "sqlite3") != 0) {
+        skip();
+    }
+    fx_exec(fx, "BEGIN IMMEDIATE");
+    assert_int_equal(ts_register_handle(fx->st, fx->pool, &conf, rx_mkey_n(fx->pool, 1), body,
+                                        strlen(body), &res), TS_STORE_EBUSY);
+    fx_exec(fx, "ROLLBACK");
+    assert_int_equal(res.status, 503);
+    assert_non_null(strstr(res.log, "database busy"));
+    assert_int_equal(fx_count(fx, "nodes"), 0);
+    json_decref(rx_call(fx, &conf, rx_mkey_n(fx->pool, 1), body, NULL));
+    assert_int_equal(fx_count(fx, "nodes"), 1);
+}
+
+/* A version-1 database (no cursors) with nodes: the first registration after the upgrade
+ * reads the addresses once and goes on after the highest, the next ones probe. */
+static void test_upgrade_from_v1_goes_on_after_highest(void **state)
+{
+    FX_REQUIRE(state);
+    ts_tailnet_conf_t conf = rx_conf();
+    ts_user_t *u = rx_user(fx, "demo");
+    const char *key = rx_key(fx, u->id, 1, 0, NULL, NULL), *err = NULL;
+    int i, version = 0;
+
+    fx_exec(fx, "DROP TABLE ip_cursors");
+    fx_exec(fx, "DELETE FROM ts_schema_version WHERE version = 2");
+    for (i = 2; i <= 40; i++) {         /* .1 was freed: not handed out again at once */
+        raw_node(fx, 100 + i, apr_psprintf(fx->pool, "old-%d", i),
+                 apr_psprintf(fx->pool, "100.64.0.%d", i),
+                 apr_psprintf(fx->pool, "fd7a:115c:a1e0::%x", i));
+    }
+    ASSERT_RV(APR_SUCCESS, ts_store_schema_apply(fx->st, &err));
+    ASSERT_RV(APR_SUCCESS, ts_store_schema_version(fx->st, fx->pool, &version, &err));
+    assert_int_equal(version, 2);
+    /* sqlite: the side connection's first statement after a schema change fails once */
+    (void)apr_dbd_query(fx->raw_driver, fx->raw, &i, "DELETE FROM ip_cursors");
+    assert_int_equal(fx_count(fx, "nodes"), 39);
+    json_decref(rx_call(fx, &conf, rx_mkey_n(fx->pool, 1),
+                        rx_req145(fx->pool, NKEY_A, NULL, key, NULL, "new", NULL), NULL));
+    assert_string_equal(rx_node(fx, NKEY_A)->ipv4, "100.64.0.41");
+    assert_string_equal(rx_node(fx, NKEY_A)->ipv6, "fd7a:115c:a1e0::29");
+    fx_exec(fx, "DELETE FROM nodes WHERE given_name = 'old-40'");
+    json_decref(rx_call(fx, &conf, rx_mkey_n(fx->pool, 2),
+                        rx_req145(fx->pool, NKEY_B, NULL, key, NULL, "new", NULL), NULL));
+    assert_string_equal(rx_node(fx, NKEY_B)->ipv4, "100.64.0.42");
+    assert_string_equal(rx_node(fx, NKEY_B)->given_name, "new-1");
 }
 
 #define RACERS 8
@@ -526,11 +676,13 @@ static void test_concurrent_registrations(void **state)
                 ts_register_result_t res;
                 const char *body = rx_req145(p, fx_key(p, "nodekey:", 10 * (i + 1) + j), NULL,
                                              key, NULL, "box", NULL);
+                /* chosen under the generation lock: nobody ever loses a race */
                 if (ts_register_handle(st, p, &conf, rx_mkey_n(p, 10 * (i + 1) + j), body,
                                        strlen(body), &res) != APR_SUCCESS
-                    || res.status != 200 || strstr(res.body, "\"Error\":\"\"") == NULL) {
-                    fprintf(stderr, "racer %d: %d %s\n", i, res.status,
-                            res.log ? res.log : res.body);
+                    || res.status != 200 || strstr(res.body, "\"Error\":\"\"") == NULL
+                    || res.retries != 0) {
+                    fprintf(stderr, "racer %d: %d %s (%d retries)\n", i, res.status,
+                            res.log ? res.log : res.body, res.retries);
                     bad++;
                 }
             }
@@ -699,7 +851,11 @@ int main(void)
         BOTH(test_tagged_key),
         BOTH(test_bad_requests),
         BOTH(test_database_failure_writes_nothing),
-        BOTH(test_lost_address_and_name_race),
+        BOTH(test_values_in_use_are_skipped),
+        BOTH(test_lost_unique_race_is_retried),
+        BOTH(test_lost_every_race_is_503),
+        FX_TEST(test_locked_database_is_503, FX_SQLITE),
+        BOTH(test_upgrade_from_v1_goes_on_after_highest),
         BOTH(test_concurrent_registrations),
         BOTH(test_hostname_change),
         BOTH(test_advertised_routes_stored),

@@ -1,6 +1,7 @@
 /* test_store_entities.c: cmocka tests of each table's operations on sqlite3 and MariaDB:
  * CRUD, uniqueness answered as ECONFLICT naming the field, validation, foreign keys. */
 #include "test_store_fixture.h"
+#include "ts_store_int.h"   /* the lookups a node's write transaction makes */
 
 static ts_user_t *new_user(fx_t *fx, const char *name)
 {
@@ -725,6 +726,157 @@ static void test_large_host_info_round_trips(void **state)
     assert_non_null(strstr(err, "host_info is longer than"));
 }
 
+static void lookup_node(fx_t *fx, int n, const char *name, const char *v4, const char *v6)
+{
+    ts_node_t node;
+    const char *err = NULL;
+
+    memset(&node, 0, sizeof(node));
+    node.machine_key = fx_key(fx->pool, "mkey:", n);
+    node.node_key = fx_key(fx->pool, "nodekey:", n);
+    node.given_name = name;
+    node.ipv4 = v4;
+    node.ipv6 = v6;
+    ASSERT_RV(APR_SUCCESS, ts_store_node_create(fx->st, fx->pool, &node, NULL, &err));
+}
+
+typedef struct {
+    apr_int64_t web, nope;
+    apr_array_header_t *dashed, *dashed_but_self, *long_prefix, *v4s, *v6s;
+    int used_v4, free_v4, used_v6;
+    const char *cursor_before, *cursor_after, *cursor_other;
+} lookups_t;
+
+static int has(const apr_array_header_t *a, const char *s)
+{
+    int i;
+
+    for (i = 0; i < a->nelts; i++) {
+        if (strcmp(APR_ARRAY_IDX(a, i, const char *), s) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static apr_status_t lookups_tx(ts_store_tx_t *tx, void *baton)
+{
+    lookups_t *l = baton;
+    apr_status_t rv;
+
+    if ((rv = ts_store__tx_name_owner(tx, "web", &l->web))
+        || (rv = ts_store__tx_name_owner(tx, "nope", &l->nope))
+        || (rv = ts_store__tx_names_with_prefix(tx, "web-", 0, &l->dashed))
+        || (rv = ts_store__tx_names_with_prefix(tx, "web-", l->web + 1, &l->dashed_but_self))
+        || (rv = ts_store__tx_names_with_prefix(tx, "we", 0, &l->long_prefix))
+        || (rv = ts_store__tx_ip_used(tx, 4, "100.64.0.1", &l->used_v4))
+        || (rv = ts_store__tx_ip_used(tx, 4, "100.64.0.99", &l->free_v4))
+        || (rv = ts_store__tx_ip_used(tx, 6, "fd7a:115c:a1e0::2", &l->used_v6))
+        || (rv = ts_store__tx_ips(tx, 4, &l->v4s))
+        || (rv = ts_store__tx_ips(tx, 6, &l->v6s))
+        || (rv = ts_store__tx_ip_cursor_get(tx, "100.64.0.0/10", &l->cursor_before))
+        || (rv = ts_store__tx_ip_cursor_set(tx, "100.64.0.0/10", "100.64.0.7"))
+        || (rv = ts_store__tx_ip_cursor_set(tx, "100.64.0.0/10", "100.64.0.8"))
+        || (rv = ts_store__tx_ip_cursor_set(tx, "100.64.0.0/24", "100.64.0.3"))
+        || (rv = ts_store__tx_ip_cursor_get(tx, "100.64.0.0/10", &l->cursor_after))
+        || (rv = ts_store__tx_ip_cursor_get(tx, "100.64.0.0/24", &l->cursor_other))) {
+        return rv;
+    }
+    return ts_store__tx_change(tx, TS_CHANGE_NODE_UPDATED, 0, 0, NULL);
+}
+
+/* The index probes and ranges a registration makes inside its transaction. */
+static void test_node_unique_lookups(void **state)
+{
+    FX_REQUIRE(state);
+    const char *err = NULL;
+    lookups_t l;
+
+    memset(&l, 0, sizeof(l));
+    lookup_node(fx, 1, "web", "100.64.0.1", "fd7a:115c:a1e0::1");
+    lookup_node(fx, 2, "web-1", "100.64.0.2", "fd7a:115c:a1e0::2");
+    lookup_node(fx, 3, "web-10", NULL, NULL);
+    lookup_node(fx, 4, "webby", "100.64.0.4", NULL);
+    lookup_node(fx, 5, "web.", NULL, NULL);      /* just past the range: '-' + 1 */
+    lookup_node(fx, 6, "wf", NULL, NULL);
+    ASSERT_RV(APR_SUCCESS, ts_store__write(fx->st, fx->pool, "looking up", lookups_tx, &l,
+                                           &err));
+    assert_true(l.web > 0);
+    assert_int_equal(l.nope, 0);
+    assert_int_equal(l.dashed->nelts, 2);
+    assert_true(has(l.dashed, "web-1") && has(l.dashed, "web-10"));
+    assert_int_equal(l.dashed_but_self->nelts, 1);              /* web-1 is node web + 1 */
+    assert_true(has(l.dashed_but_self, "web-10"));
+    assert_int_equal(l.long_prefix->nelts, 5);
+    assert_false(has(l.long_prefix, "wf"));
+    assert_true(l.used_v4);
+    assert_false(l.free_v4);
+    assert_true(l.used_v6);
+    assert_int_equal(l.v4s->nelts, 3);
+    assert_true(has(l.v4s, "100.64.0.4"));
+    assert_int_equal(l.v6s->nelts, 2);
+    assert_null(l.cursor_before);
+    assert_string_equal(l.cursor_after, "100.64.0.8");
+    assert_string_equal(l.cursor_other, "100.64.0.3");
+    assert_int_equal(fx_count(fx, "ip_cursors"), 2);
+}
+
+static apr_status_t fill_ok(ts_store_tx_t *tx, ts_node_t *n, void *baton)
+{
+    (void)tx;
+    (void)baton;
+    n->given_name = "filled";
+    n->ipv4 = "100.64.0.9";
+    return APR_SUCCESS;
+}
+
+static apr_status_t fill_bad(ts_store_tx_t *tx, ts_node_t *n, void *baton)
+{
+    int *mode = baton;
+
+    if (*mode == 0) {
+        return ts_store__tx_fail(tx, APR_ENOSPC, "no room");
+    }
+    n->given_name = "bad";
+    n->ipv4 = "100.64.000.9";                   /* not canonical */
+    return APR_SUCCESS;
+}
+
+/* Values chosen inside the transaction are checked there; a failing fill writes nothing. */
+static void test_node_create_with_fill(void **state)
+{
+    FX_REQUIRE(state);
+    ts_node_t n;
+    const char *err = NULL;
+    apr_int64_t before;
+    int mode;
+
+    memset(&n, 0, sizeof(n));
+    n.machine_key = fx_key(fx->pool, "mkey:", 1);
+    n.node_key = fx_key(fx->pool, "nodekey:", 1);
+    n.hostname = "Filled.local";
+    before = fx_int(fx, "SELECT generation FROM ts_state");
+    for (mode = 0; mode < 2; mode++) {
+        ASSERT_RV(mode ? APR_EINVAL : APR_ENOSPC,
+                  ts_store__node_create_with(fx->st, fx->pool, &n, NULL, fill_bad, &mode,
+                                             &err));
+        assert_non_null(strstr(err, mode ? "not a canonical IPv4" : "no room"));
+        assert_int_equal(n.id, 0);
+    }
+    assert_int_equal(fx_count(fx, "nodes"), 0);
+    assert_int_equal(fx_int(fx, "SELECT generation FROM ts_state"), before);
+    ASSERT_RV(APR_SUCCESS, ts_store__node_create_with(fx->st, fx->pool, &n, NULL, fill_ok, NULL,
+                                                      &err));
+    assert_true(n.id > 0);
+    assert_int_equal(fx_int(fx, "SELECT COUNT(*) FROM nodes WHERE given_name = 'filled' AND "
+                            "ipv4 = '100.64.0.9' AND ipv6 IS NULL"), 1);
+    /* the other fields are still checked before the transaction */
+    n.node_key = "nodekey:zz";
+    ASSERT_RV(APR_EINVAL, ts_store__node_create_with(fx->st, fx->pool, &n, NULL, fill_ok, NULL,
+                                                     &err));
+    assert_int_equal(fx_count(fx, "nodes"), 1);
+}
+
 #define ENTITY_TESTS(full) \
     FX_TEST(test_user_crud, full), \
     FX_TEST(test_user_uniqueness_and_validation, full), \
@@ -739,7 +891,9 @@ static void test_large_host_info_round_trips(void **state)
     FX_TEST(test_policy_latest_wins, full), \
     FX_TEST(test_registration_resolves_once, full), \
     FX_TEST(test_registration_expiry_sweep, full), \
-    FX_TEST(test_large_host_info_round_trips, full)
+    FX_TEST(test_large_host_info_round_trips, full), \
+    FX_TEST(test_node_unique_lookups, full), \
+    FX_TEST(test_node_create_with_fill, full)
 
 int main(void)
 {

@@ -18,6 +18,7 @@ with ts2021ctl, then runs ctlload:
   test/bench/control/run.py                         SQLite, N = 1000 and 5000, 20 joins
   test/bench/control/run.py --db mysql --nodes 1000 MariaDB (private, build/mariadb-private)
   test/bench/control/run.py --db sqlite mysql       both
+  test/bench/control/run.py --register-only         step 1 only (registrations per second)
 
 Output: the raw "key value" lines of every step, then a summary per run. Nothing outside a
 temporary directory is touched (BENCH_KEEP=1 keeps it).
@@ -179,8 +180,12 @@ def box_busy(seconds=2.0):
     return (read() - b0) / os.sysconf("SC_CLK_TCK") / seconds
 
 
-def wait_quiet(limit=0.2, max_wait=900):
+QUIET_WAIT = 900
+
+
+def wait_quiet(limit=0.2, max_wait=None):
     """Other people's benchmarks share this 2-core box: start a phase only when it is idle."""
+    max_wait = QUIET_WAIT if max_wait is None else max_wait
     t0 = time.time()
     while True:
         b = box_busy()
@@ -252,6 +257,11 @@ def one_run(a, work, db, dbparams, n):
                              "--concurrency", a.concurrency, "--timeout", a.reg_timeout)
         dump(f"{db} N={n}: register (ctlload exit {rc})", out)
         res["reg"] = parse(out)
+        if a.register_only:
+            nodes = json.loads(ap.ctl("nodes", "list", "--json"))
+            res["reg_rows"] = (len(nodes), len({x.get("ipv4") for x in nodes}),
+                               len({x.get("given_name") or x.get("name") for x in nodes}))
+            return res
         ap.stop()
         # Decoding 5,000 maps of 6 MB JSON costs the generator ~20 s of CPU that the server
         # would otherwise have: above 1,000 nodes, every 10th first map is decoded.
@@ -301,6 +311,9 @@ def summary(res):
           f"server {num(r, 'server_cpu_ms_per_registration'):.2f} ms CPU each, "
           f"{num(r, 'server_cpu_pct'):.0f}% of a core; first/last tenth "
           f"{num(r, 'registrations_per_s_first_tenth'):.0f}/{num(r, 'registrations_per_s_last_tenth'):.0f}/s)")
+    if "reg_rows" in res:
+        rows, addrs, names = res["reg_rows"]
+        print(f"      node rows {rows}, distinct addresses {addrs}, distinct names {names}")
     if not m:
         print("  (2-4) not run")
         return
@@ -375,7 +388,13 @@ def main(argv):
                     help="a maps phase is disturbed when other processes used this many CPU s")
     ap.add_argument("--rev", help="module from this commit (default HEAD)")
     ap.add_argument("--no-map-bench", action="store_true")
+    ap.add_argument("--register-only", action="store_true",
+                    help="step (1) only: registrations per second (no restart, maps, joins)")
+    ap.add_argument("--quiet-wait", type=float, default=900,
+                    help="wait at most this many seconds for an idle box before each phase")
     a = ap.parse_args(argv)
+    global QUIET_WAIT
+    QUIET_WAIT = a.quiet_wait
     subprocess.run(["make", "-s", "-C", HERE] + ([f"REV={a.rev}"] if a.rev else []), check=True)
     if not os.path.exists(CTL):
         subprocess.run(["make", "-s", "-C", TOP, "ts2021ctl"], check=True)
@@ -409,7 +428,7 @@ def main(argv):
                 log(f"kept {work0}")
             else:
                 shutil.rmtree(work0, ignore_errors=True)
-    if not a.no_map_bench:
+    if not a.no_map_bench and not a.register_only:
         r = subprocess.run([MAPBENCH, "1000", "5000"], stdout=subprocess.PIPE, text=True)
         dump("(5) server-side full-map build (map_bench, test/bench/map_bench.c)", r.stdout)
     print("=== summary")
