@@ -326,6 +326,9 @@ static void map_send_full(machine_task *t, const ts_node_t *n,
         apr_thread_mutex_unlock(rt->mu);
         if (ms) frame = NULL;       /* passed on */
     }
+    if (rv == APR_SUCCESS && streaming && !ms) {
+        task_text(t, 503, "server busy\n");
+    }
     if (rv == APR_SUCCESS && !streaming) {
         ts_machine_post_response(t->mb, t->conn_id, t->stream_id, 200,
                                  "application/octet-stream", (const char *)frame, flen);

@@ -94,7 +94,13 @@ static void item_run(void *owner_ctx, uint64_t conn_id, void *arg)
 
 static void post_item(ts_mailbox_t *mb, uint64_t conn_id, machine_item *it)
 {
-    if (ts_mailbox_post(mb, conn_id, item_run, it) != APR_SUCCESS) item_free(it);
+    ts_tailnet_rt *rt = it->kind == 0 ? it->rt : NULL;
+    int32_t stream_id = it->stream_id;
+
+    if (ts_mailbox_post(mb, conn_id, item_run, it) == APR_SUCCESS) return;
+    item_free(it);
+    /* The owner is gone (a TLS connection that ended): so is the stream. */
+    if (rt) tailnet_close_key(rt, mb, conn_id, stream_id);
 }
 
 /* own: a malloc'ed frame whose ownership passes to the item; else data is copied unless

@@ -180,13 +180,15 @@ def box_busy(seconds=2.0):
     return (read() - b0) / os.sysconf("SC_CLK_TCK") / seconds
 
 
-QUIET_WAIT = 900
+QUIET_WAIT = 900     # --quiet-wait
 
 
 def wait_quiet(limit=0.2, max_wait=None):
     """Other people's benchmarks share this 2-core box: start a phase only when it is idle."""
     max_wait = QUIET_WAIT if max_wait is None else max_wait
     t0 = time.time()
+    if max_wait is None:
+        max_wait = QUIET_WAIT
     while True:
         b = box_busy()
         if b < limit:
