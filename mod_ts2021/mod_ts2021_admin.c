@@ -185,6 +185,7 @@ int ts_admin_handler(request_rec *r)
         return admin_fail(r, 503, "not_enabled", "TS2021 is not On on this virtual host");
     }
     if (admin_read_body(r, &req.body, &req.len, &status) != 0) {
+        r->connection->keepalive = AP_CONN_CLOSE;   /* the rest of the body stays unread */
         return admin_fail(r, status, status == HTTP_REQUEST_ENTITY_TOO_LARGE ? "too_large"
                           : "bad_request", status == HTTP_REQUEST_ENTITY_TOO_LARGE
                           ? apr_psprintf(r->pool, "the body is larger than %d bytes",
