@@ -6,6 +6,7 @@
 #include "ts_register.h"
 #include "ts_config.h"
 
+#include <apr_hash.h>
 #include <apr_strings.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -21,6 +22,7 @@ typedef struct admin_ctx_t {
     const char *seg[4];             /* path segments */
     int nseg;
     json_t *body;                   /* parsed JSON object, or NULL */
+    apr_hash_t *user_names;         /* id -> name, read once per request */
 } admin_ctx_t;
 
 /* ---- responses ---- */
@@ -321,10 +323,20 @@ static int body_user(admin_ctx_t *c, const char *key, int required, ts_user_t **
 static const char *user_name(admin_ctx_t *c, apr_int64_t id)
 {
     ts_user_t *u = NULL;
-    const char *err = NULL;
+    const char *err = NULL, *name;
+    apr_int64_t *key;
 
     if (!id) return NULL;
-    return ts_store_user_get(c->env->st, c->p, id, &u, &err) == APR_SUCCESS ? u->name : NULL;
+    if (!c->user_names) c->user_names = apr_hash_make(c->p);
+    name = apr_hash_get(c->user_names, &id, sizeof(id));
+    if (name) return name;
+    name = ts_store_user_get(c->env->st, c->p, id, &u, &err) == APR_SUCCESS ? u->name : NULL;
+    if (name) {
+        key = apr_palloc(c->p, sizeof(*key));
+        *key = id;
+        apr_hash_set(c->user_names, key, sizeof(*key), name);
+    }
+    return name;
 }
 
 /* ---- /info ---- */
@@ -582,6 +594,7 @@ static int find_node(admin_ctx_t *c, ts_node_t **n)
 static int nodes_list(admin_ctx_t *c)
 {
     apr_array_header_t *nodes;
+    apr_hash_t *routes;
     ts_user_t *u = NULL;
     const char *err = NULL, *which = NULL;
     json_t *out;
@@ -594,16 +607,13 @@ static int nodes_list(admin_ctx_t *c)
     }
     rv = u ? ts_store_node_list_by_user(c->env->st, c->p, u->id, &nodes, &err)
            : ts_store_node_list(c->env->st, c->p, &nodes, &err);
+    if (rv == APR_SUCCESS) rv = ts_store_node_routes_all(c->env->st, c->p, &routes, &err);
     if (rv != APR_SUCCESS) return store_fail(c, rv, err);
     out = json_array();
     for (i = 0; i < nodes->nelts; i++) {
         ts_node_t *n = APR_ARRAY_IDX(nodes, i, ts_node_t *);
-        apr_array_header_t *routes;
-        if (!node_routes(c, n->id, &routes)) {
-            json_decref(out);
-            return 0;
-        }
-        json_array_append_new(out, node_json(c, n, routes, 0));
+        json_array_append_new(out, node_json(c, n, apr_hash_get(routes, &n->id,
+                                                                sizeof(n->id)), 0));
     }
     return reply(c, 200, json_pack("{s:o}", "nodes", out));
 }

@@ -278,6 +278,13 @@ static void test_registrations_and_nodes(void **state)
     assert_true(json_is_true(json_object_get(r, "approved")));
     assert_true(json_is_false(json_object_get(r, "advertised")));
     json_decref(j);
+    j = ax_ok(&a, "GET", "/nodes", NULL, 200);
+    r = json_array_get(json_object_get(json_array_get(json_object_get(j, "nodes"), 0),
+                                       "routes"), 0);
+    assert_string_equal(json_string_value(json_object_get(r, "prefix")), "10.0.0.0/8");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(
+        json_object_get(j, "nodes"), 0), "user")), "nina");
+    json_decref(j);
     j = ax_ok(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes",
                                        node_id), "{\"approved\":[]}", 200);
     assert_int_equal(json_array_size(json_object_get(j, "routes")), 0);   /* unadvertised: gone */
