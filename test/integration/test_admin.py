@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import conftest
 from conftest import make_state_dir
 from tsclient import control
 from test_control import Node, changed_ids, ctl, DERP
@@ -527,3 +528,25 @@ def test_metrics_change_with_traffic(admin_server):
     assert m3[("ts2021_map_streams", "")] == 0 and m3[("ts2021_nodes_connected", "")] == 0
     st, hdrs, _ = s.request("POST", "/metrics")
     assert st == 405
+
+
+# ---- configuration mistakes ----
+
+@pytest.mark.parametrize("text,message", [
+    ("<Location /a>\n TS2021AdminBase admin\n</Location>",
+     "TS2021AdminBase must be a URL path starting with '/'"),
+    ("TS2021AdminAPIKeys On", "TS2021AdminAPIKeys not allowed in <VirtualHost> context"),
+    ("<Location /a>\n TS2021AdminAPIKeys Maybe\n</Location>", "TS2021AdminAPIKeys must be On or Off"),
+])
+def test_admin_directives_checked(text, message):
+    state = make_state_dir()
+    try:
+        s = conftest.Server(state, "sqlite", None)
+        path = s.config_only()
+        conf = open(path).read()
+        assert "TS2021 On" in conf
+        open(path, "w").write(conf.replace("TS2021 On", "TS2021 On\n" + text, 1))
+        r = subprocess.run([conftest.APACHE, "-t", "-f", path], capture_output=True, text=True)
+        assert r.returncode != 0 and message in r.stdout + r.stderr, r.stdout + r.stderr
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
