@@ -270,7 +270,14 @@ static int admin_check_authn(request_rec *r)
     apr_int64_t id = 0;
     int changed = 0;
 
-    if (!dc || dc->admin_api_keys != 1 || !authz || strncasecmp(authz, "Bearer ", 7) != 0) {
+    if (!dc || dc->admin_api_keys != 1) return DECLINED;
+    if (!authz || strncasecmp(authz, "Bearer ", 7) != 0) {
+        /* No other auth configured (keys only): say what is missing, as JSON. */
+        if (!ap_auth_type(r)) {
+            return admin_refuse_key(r, HTTP_UNAUTHORIZED, "key_required",
+                                    "an API key is required (Authorization: Bearer "
+                                    TS_ADMIN_APIKEY_PREFIX "...)");
+        }
         return DECLINED;
     }
     if (!ts_conf(r->server)->dbd || !(st = ts_dbd_acquire(r))) {

@@ -107,6 +107,11 @@ def admin_conf(tmp_path):
         AuthUserFile {pw}
         Require valid-user
     </Location>
+    <Location /keys-only>
+        SetHandler ts2021-admin
+        TS2021AdminAPIKeys On
+        Require ts2021-apikey
+    </Location>
     <Location /open-api>
         SetHandler ts2021-admin
     </Location>
@@ -401,6 +406,16 @@ def test_api_keys(admin_server):
     # A key created with an expiry in the past is refused as input.
     st, _, out = a.call("POST", "/apikeys", {"expiration": "2001-01-01T00:00:00Z"})
     assert st == 400
+    # A location with keys only (no AuthType): a valid key gets in, no key is a JSON 401.
+    k3 = a.ok("POST", "/apikeys", status=201)
+    st, _, out = s.request("GET", "/keys-only/users",
+                           headers={"Authorization": "Bearer " + k3["key"]})
+    assert st == 200 and "users" in json.loads(out)
+    st, hdrs, out = s.request("GET", "/keys-only/users")
+    assert st == 401 and json.loads(out)["code"] == "key_required", out
+    assert hdrs["content-type"].startswith("application/json")
+    st, _, out = s.request("GET", "/keys-only/users", headers={"Authorization": ADMIN})
+    assert st == 401 and json.loads(out)["code"] == "key_required", out
     # Without TS2021AdminAPIKeys (the /ops mount), a bearer key is not accepted.
     k2 = a.ok("POST", "/apikeys", status=201)
     st, _, _ = s.request("GET", "/ops/info", headers={"Authorization": "Bearer " + k2["key"]})

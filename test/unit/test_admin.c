@@ -259,6 +259,21 @@ static void test_registrations_and_nodes(void **state)
     j = ax_ok(&a, "GET", "/registrations", NULL, 200);
     assert_int_equal(json_array_size(json_object_get(j, "registrations")), 0);
     json_decref(j);
+    {   /* an expired entry is neither listed nor answered */
+        ts_registration_t g;
+        const char *err = NULL;
+        memset(&g, 0, sizeof(g));
+        g.auth_id = "tsreg-00000000000000000000000000000001";
+        g.machine_key = "mkey:" MKEY_A;
+        g.node_key = NKEY_A;
+        g.expires_at = apr_time_now() - apr_time_from_sec(1);
+        ASSERT_RV(APR_SUCCESS, ts_store_registration_create(fx->st, fx->pool, &g, &err));
+        j = ax_ok(&a, "GET", "/registrations", NULL, 200);
+        assert_int_equal(json_array_size(json_object_get(j, "registrations")), 0);
+        json_decref(j);
+        ax_err(&a, "POST", "/registrations/tsreg-00000000000000000000000000000001/approve",
+               "{\"user\":\"nina\"}", "application/json", 1, 404, "not_found");
+    }
 
     /* nodes */
     j = ax_ok(&a, "PATCH", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT, node_id),
