@@ -399,6 +399,33 @@ static void test_policy_store(void **state)
     json_decref(j);
 }
 
+static int hook_calls;
+
+static void count_hook(void)
+{
+    hook_calls++;
+}
+
+/* The metrics' DB error counter: called for a real database error, not for a duplicate. */
+static void test_store_error_hook(void **state)
+{
+    FX_REQUIRE(state);
+    ax_t a;
+    apr_array_header_t *users;
+    const char *err = NULL;
+
+    ax_init(&a, fx);
+    hook_calls = 0;
+    ts_store_set_error_hook(count_hook);
+    rx_user(fx, "dup");
+    ax_err(&a, "POST", "/users", "{\"name\":\"dup\"}", "application/json", 1, 409, "conflict");
+    assert_int_equal(hook_calls, 0);
+    fx_exec(fx, "DROP TABLE api_keys");
+    assert_int_not_equal(ts_store_api_key_list(fx->st, fx->pool, &users, &err), APR_SUCCESS);
+    ts_store_set_error_hook(NULL);
+    assert_true(hook_calls >= 1);
+}
+
 /* ---- no database ---- */
 
 static void check_policy(const char *text, int ok, int line)
@@ -504,6 +531,7 @@ int main(void)
         BOTH(test_registrations_and_nodes),
         BOTH(test_api_keys),
         BOTH(test_policy_store),
+        BOTH(test_store_error_hook),
         cmocka_unit_test(test_policy_hujson),
         cmocka_unit_test(test_metrics_text),
         cmocka_unit_test(test_register_outcomes),
