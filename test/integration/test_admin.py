@@ -154,6 +154,8 @@ def test_auth_outcomes(admin_server):
     assert info["server_url"].startswith("http")
     assert info["counts"] == {"users": 0, "nodes": 0, "nodes_online": 0, "nodes_expired": 0,
                               "preauthkeys": 0, "registrations_pending": 0}
+    st, hdrs, body = s.request("HEAD", API + "/info", headers={"Authorization": ADMIN})
+    assert st == 200 and body == b"" and hdrs["content-type"] == "application/json"
     # A second mount with TS2021AdminBase and Require valid-user: bob gets in there.
     st, _, out = s.request("GET", "/ops/users", headers={"Authorization": basic("bob", "bob-pw")})
     assert st == 200 and json.loads(out) == {"users": []}
