@@ -567,3 +567,23 @@ def test_admin_directives_checked(text, message):
         assert r.returncode != 0 and message in r.stdout + r.stderr, r.stdout + r.stderr
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_apikeys_from_ts2021ctl(admin_server):
+    """The first key can come from the command line (no web auth needed)."""
+    s = admin_server
+    r = ctl(s, "apikeys", "create", "--expiration", "1h")
+    key = r.stdout.strip()
+    assert key.startswith("tskey-api-") and "shown only this once" in r.stderr
+    st, _, out = s.request("GET", "/keys-only/info", headers={"Authorization": "Bearer " + key})
+    assert st == 200 and json.loads(out)["counts"]["users"] == 0
+    listed = json.loads(ctl(s, "--json", "apikeys", "list").stdout)
+    assert len(listed) == 1 and listed[0]["status"] == "valid" and "key" not in listed[0]
+    assert listed[0]["last_seen"] is not None
+    ctl(s, "apikeys", "expire", listed[0]["prefix"])
+    st, _, out = s.request("GET", "/keys-only/info", headers={"Authorization": "Bearer " + key})
+    assert st == 401 and json.loads(out)["code"] == "key_expired"
+    r = ctl(s, "apikeys", "expire", "nosuchkey", check=False)
+    assert r.returncode == 1 and "no API key" in r.stderr
+    r = ctl(s, "apikeys", "create", "--expiration", "soon", check=False)
+    assert r.returncode == 2
