@@ -198,6 +198,7 @@ int ts_admin_handler(request_rec *r)
     }
     env.conf = conf->tailnet;
     env.now = apr_time_now();
+    env.caller = r->user;
     if (rt) {
         env.online = admin_online;
         env.online_baton = rt;

@@ -362,8 +362,10 @@ static int info_get(admin_ctx_t *c)
         if (c->env->online && c->env->online(c->env->online_baton, n->id)) online++;
         if (ts_register_node_expired(n, c->env->now)) expired++;
     }
-    return reply(c, 200, json_pack("{s:s, s:o, s:o, s:s, s:I, s:{s:i, s:i, s:o, s:i, s:i, s:i}}",
+    return reply(c, 200, json_pack("{s:s, s:o, s:o, s:o, s:s, s:I, "
+                                   "s:{s:i, s:i, s:o, s:i, s:i, s:i}}",
                                    "version", c->env->version ? c->env->version : PACKAGE_VERSION,
+                                   "caller", jtext(c->env->caller),
                                    "server_url", jtext(c->env->conf->server_url),
                                    "base_domain", jtext(c->env->conf->base_domain),
                                    "database", ts_store_driver_name(c->env->st),

@@ -151,6 +151,7 @@ def test_auth_outcomes(admin_server):
     assert st == 403
     info = a.get("/info")
     assert info["version"] and info["database"] in ("sqlite3", "mysql")
+    assert info["caller"] == "admin"
     assert info["server_url"].startswith("http")
     assert info["counts"] == {"users": 0, "nodes": 0, "nodes_online": 0, "nodes_expired": 0,
                               "preauthkeys": 0, "registrations_pending": 0}
@@ -387,7 +388,8 @@ def test_api_keys(admin_server):
     listed = a.get("/apikeys")["apikeys"]
     assert len(listed) == 1 and "key" not in listed[0] and "hash" not in listed[0]
     bearer = Admin(s, auth="Bearer " + k["key"])
-    assert bearer.get("/info")["counts"]["users"] == 0
+    info = bearer.get("/info")
+    assert info["counts"]["users"] == 0 and info["caller"] == f"apikey:{k['id']}"
     # A key needs no CSRF header: cross-site forms cannot send Authorization.
     bearer.ok("POST", "/users", {"name": "script-made"}, status=201, csrf=False)
     assert a.get("/apikeys")["apikeys"][0]["last_seen"] is not None
