@@ -463,6 +463,10 @@ static void test_policy_hujson(void **state)
     check_policy("{\"a\":1,\"a\":2}", 0, 1);
     check_policy("", 0, 1);
     check_policy("{},", 0, 1);
+    check_policy("{\n,}", 0, 2);
+    check_policy("{\"a\": [,]}", 0, 1);
+    check_policy("{\"a\": [1,,]}", 0, 1);
+    check_policy("{\"a\": [1 /* c */ , // d\n ], }", 1, 0);
 }
 
 static void test_metrics_text(void **state)
