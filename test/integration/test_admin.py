@@ -627,3 +627,31 @@ def test_admin_and_metrics_under_valgrind():
     finally:
         s.stop(check_log=False)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_metrics_sum_over_children(server_factory):
+    """Counters are shared by every child: the totals match what the clients did, whichever
+    child served them."""
+    d = make_state_dir()
+    try:
+        s = server_factory(extra_args=admin_conf(d) + ["--servers", "3"])
+        assert metrics(s)[("ts2021_processes", "")] == 3
+        a = Admin(s)
+        a.ok("POST", "/users", {"name": "many"}, status=201)
+        key = a.ok("POST", "/preauthkeys", {"user": "many", "reusable": True}, status=201)["key"]
+        nodes = [Node(s, f"c{i}") for i in range(9)]
+        for n in nodes:
+            st, reg = n.register(key)
+            assert st == 200 and reg["MachineAuthorized"]
+            n.open_map()
+        m = metrics(s)
+        assert m[("ts2021_handshakes_total", 'result="ok"')] == 9
+        assert m[("ts2021_registrations_total", 'outcome="authorized"')] == 9
+        assert m[("ts2021_map_responses_total", 'kind="full"')] == 9
+        assert m[("ts2021_map_streams", "")] == 9 and m[("ts2021_nodes_connected", "")] == 9
+        assert m[("ts2021_connections", 'transport="cleartext"')] == 9
+        for n in nodes:
+            n.close()
+        s.stop()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
