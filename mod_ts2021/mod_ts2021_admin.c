@@ -195,7 +195,6 @@ int ts_admin_handler(request_rec *r)
     }
     memset(&env, 0, sizeof(env));
     if (!(env.st = ts_dbd_acquire(r))) {
-        ts_metrics_add(TS_MET_DB_ERRORS, 1);
         return admin_answer_error(r, 503, "database", "database unavailable");
     }
     env.conf = conf->tailnet;
