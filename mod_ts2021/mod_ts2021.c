@@ -73,6 +73,7 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
     ts_dbd_child_init(pchild, s);
     ts_loop_child_init(pchild, s);
     ts_tailnets_child_init(pchild, s);
+    ts_derpsrc_child_init(pchild, s);
     ts_notify_start(pchild, s);
 }
 
@@ -91,6 +92,7 @@ static int ts_handler(request_rec *r)
 
     if (!strcmp(h, "ts2021-key") || (on && !strcmp(r->uri, "/key"))) return ts_key_handler(r);
     if (!strcmp(h, "ts2021-info")) return ts_info_handler(r);
+    if (!strcmp(h, "ts2021-register")) return ts_regpage_handler(r);
     if (!strcmp(h, "ts2021-admin")) return ts_admin_handler(r);
     if (!strcmp(h, "ts2021-metrics")) return ts_metrics_handler(r);
     if (!strcmp(h, "ts2021-noise") || (on && !strcmp(r->uri, "/ts2021"))) return ts_conn_handler(r);

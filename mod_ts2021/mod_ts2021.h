@@ -5,9 +5,11 @@
 
 #include <httpd.h>
 #include <http_config.h>
+#include <ap_expr.h>
 
 #include "ts_keys.h"
 #include "ts_tailnet.h"
+#include "ts_dnsconf.h"
 
 /* Only the module structure is exported (-fvisibility=hidden elsewhere). */
 extern module AP_MODULE_DECLARE_DATA __attribute__((visibility("default"))) ts2021_module;
@@ -33,10 +35,19 @@ typedef struct ts_server_conf {
     apr_interval_time_t offline_grace;      /* TS2021OfflineGrace; -1 until set */
     apr_interval_time_t keepalive;          /* TS2021KeepAliveInterval; -1 until set */
     apr_array_header_t *derp_files; /* TS2021DERPMapFile, in order */
+    apr_array_header_t *derp_urls;  /* TS2021DERPMapURL, in order */
+    apr_interval_time_t derp_refresh; /* TS2021DERPMapRefresh; -1 until set */
+    struct ts_derpsrc *derpsrc;     /* the URL sources (mod_ts2021_derp.c) */
     const char *dns_file;           /* TS2021DNSConfigFile */
     int magic_dns;                  /* TS2021MagicDNS */
+    ts_dnsconf_t dns;               /* TS2021DNSNameservers, ...Split, ...SearchDomains,
+                                     * ...ExtraRecord, ...OverrideLocal */
     ts_tailnet_conf_t *tailnet;     /* built at start-up from the above */
     const char *derp_json;          /* the merged DERP map text */
+    /* The login page (mod_ts2021_register.c) and the admin UI (mod_ts2021_ui.c). */
+    const char *login_user_var;     /* TS2021LoginUserVar: env/note naming the user */
+    ap_expr_info_t *login_user_expr;   /* TS2021LoginUserExpr: a string expression */
+    const char *admin_api_url;      /* TS2021AdminAPIURL (default /admin/api) */
     /* Runtime (post_config, read-only once children run). */
     ts_keys_t *keys;            /* loaded server key pairs */
     struct ts_dbd_state *dbd;   /* per-child database state (mod_ts2021_dbd.c) */
@@ -70,6 +81,8 @@ const char *ts_config_key_file(apr_pool_t *p, server_rec *s, const ts_server_con
 /* mod_ts2021_info.c: SetHandler ts2021-info */
 int ts_info_handler(request_rec *r);
 
+/* mod_ts2021_register.c: SetHandler ts2021-register, the interactive login page */
+int ts_regpage_handler(request_rec *r);
 /* mod_ts2021_admin.c: SetHandler ts2021-admin (REST API), API keys as Apache authn */
 int ts_admin_handler(request_rec *r);
 void ts_admin_register_hooks(apr_pool_t *p);
@@ -89,6 +102,14 @@ int ts_keys_check_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 int ts_keys_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 
 /* mod_ts2021_tailnet.c: the tailnet settings of each enabled vhost */
+/* mod_ts2021_derp.c: DERP maps from URLs */
+typedef struct ts_derpsrc ts_derpsrc_t;
+/* Sets up conf->derpsrc; the merged map (URLs, then files) as text from pconf, or NULL when
+ * no source has a region yet; *err only for a broken configuration. */
+const char *ts_derpsrc_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s,
+                                   ts_server_conf *conf, const char **err);
+void ts_derpsrc_child_init(apr_pool_t *pchild, server_rec *s);
+
 int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s);
 int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
 apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf);

@@ -31,6 +31,8 @@ void *ts_config_create_server(apr_pool_t *p, server_rec *s)
     conf->node_expiry = conf->ephemeral_timeout = conf->offline_grace = -1;
     conf->keepalive = -1;
     conf->magic_dns = TS_UNSET;
+    conf->dns.override_local = TS_UNSET;
+    conf->derp_refresh = -1;
     return conf;
 }
 
@@ -62,8 +64,18 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     MERGE_TIME(offline_grace);
     MERGE_TIME(keepalive);
     MERGE_PTR(derp_files);
+    MERGE_PTR(derp_urls);
+    MERGE_TIME(derp_refresh);
     MERGE_PTR(dns_file);
     MERGE_INT(magic_dns);
+    MERGE_PTR(dns.nameservers);
+    MERGE_INT(dns.override_local);
+    MERGE_PTR(dns.split);
+    MERGE_PTR(dns.search);
+    MERGE_PTR(dns.records);
+    MERGE_PTR(login_user_var);
+    MERGE_PTR(login_user_expr);
+    MERGE_PTR(admin_api_url);
 #undef MERGE_PTR
 #undef MERGE_INT
 #undef MERGE_TIME
@@ -316,6 +328,35 @@ static const char *add_derp_file(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+static const char *add_derp_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+
+    (void)dc;
+    if ((strncasecmp(arg, "http://", 7) || !arg[7]) && (strncasecmp(arg, "https://", 8) || !arg[8])
+        && (strncasecmp(arg, "file:///", 8) || !arg[8])) {
+        return apr_psprintf(cmd->pool, "TS2021DERPMapURL: '%s' is not an http://, https:// or "
+                            "file:/// URL", arg);
+    }
+    if (!conf->derp_urls) conf->derp_urls = apr_array_make(cmd->pool, 2, sizeof(char *));
+    APR_ARRAY_PUSH(conf->derp_urls, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_derp_refresh(cmd_parms *cmd, void *dc, const char *arg)
+{
+    apr_interval_time_t t;
+
+    (void)dc;
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < apr_time_from_sec(1)
+        || t > apr_time_from_sec(7 * 86400)) {
+        return apr_psprintf(cmd->pool, "TS2021DERPMapRefresh: '%s' is not a duration between "
+                            "1 second and 7 days (e.g. 3h)", arg);
+    }
+    ts_conf(cmd->server)->derp_refresh = t;
+    return NULL;
+}
+
 static const char *set_dns_file(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
@@ -330,6 +371,110 @@ static const char *set_magic_dns(cmd_parms *cmd, void *dc, int flag)
 {
     (void)dc;
     ts_conf(cmd->server)->magic_dns = flag;
+    return NULL;
+}
+
+static const char *add_dns_nameservers(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    const char *err = ts_dnsconf_check_resolver(cmd->pool, arg);
+
+    (void)dc;
+    if (err) return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", err, NULL);
+    if (!conf->dns.nameservers)
+        conf->dns.nameservers = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    APR_ARRAY_PUSH(conf->dns.nameservers, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_dns_override(cmd_parms *cmd, void *dc, int flag)
+{
+    (void)dc;
+    ts_conf(cmd->server)->dns.override_local = flag;
+    return NULL;
+}
+
+static const char *add_dns_search(cmd_parms *cmd, void *dc, const char *arg)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    const char *err = ts_dnsconf_check_domain(cmd->pool, arg);
+
+    (void)dc;
+    if (err) return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", err, NULL);
+    if (!conf->dns.search) conf->dns.search = apr_array_make(cmd->pool, 2, sizeof(const char *));
+    APR_ARRAY_PUSH(conf->dns.search, const char *) = apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+/* TS2021DNSSplit DOMAIN [RESOLVER...]: no resolver = answered by the client (extra records). */
+static const char *add_dns_split(cmd_parms *cmd, void *dc, int argc, char *const argv[])
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    ts_dnsconf_split_t *sp;
+    const char *err;
+    int i;
+
+    (void)dc;
+    if (argc < 1) return "TS2021DNSSplit: a domain, then its resolvers (or none)";
+    if ((err = ts_dnsconf_check_domain(cmd->pool, argv[0])) != NULL)
+        return apr_pstrcat(cmd->pool, "TS2021DNSSplit: ", err, NULL);
+    if (!conf->dns.split)
+        conf->dns.split = apr_array_make(cmd->pool, 2, sizeof(ts_dnsconf_split_t));
+    sp = &APR_ARRAY_PUSH(conf->dns.split, ts_dnsconf_split_t);
+    sp->domain = apr_pstrdup(cmd->pool, argv[0]);
+    sp->resolvers = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    for (i = 1; i < argc; i++) {
+        if ((err = ts_dnsconf_check_resolver(cmd->pool, argv[i])) != NULL)
+            return apr_pstrcat(cmd->pool, "TS2021DNSSplit: ", err, NULL);
+        APR_ARRAY_PUSH(sp->resolvers, const char *) = apr_pstrdup(cmd->pool, argv[i]);
+    }
+    return NULL;
+}
+
+static const char *add_dns_record(cmd_parms *cmd, void *dc, const char *name, const char *type,
+                                  const char *value)
+{
+    ts_server_conf *conf = ts_conf(cmd->server);
+    const char *err = ts_dnsconf_check_record(cmd->pool, name, type, value);
+    ts_dnsconf_record_t *r;
+
+    (void)dc;
+    if (err) return apr_pstrcat(cmd->pool, "TS2021DNSExtraRecord: ", err, NULL);
+    if (!conf->dns.records)
+        conf->dns.records = apr_array_make(cmd->pool, 2, sizeof(ts_dnsconf_record_t));
+    r = &APR_ARRAY_PUSH(conf->dns.records, ts_dnsconf_record_t);
+    r->name = apr_pstrdup(cmd->pool, name);
+    r->type = apr_pstrdup(cmd->pool, type);
+    r->value = apr_pstrdup(cmd->pool, value);
+    return NULL;
+}
+
+static const char *set_login_user_var(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    if (!*arg) return "TS2021LoginUserVar: the variable name is empty";
+    ts_conf(cmd->server)->login_user_var = arg;
+    return NULL;
+}
+
+static const char *set_login_user_expr(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = NULL;
+    ap_expr_info_t *e = ap_expr_parse_cmd(cmd, arg, AP_EXPR_FLAG_STRING_RESULT, &err, NULL);
+
+    (void)dc;
+    if (err) return apr_psprintf(cmd->pool, "TS2021LoginUserExpr: '%s': %s", arg, err);
+    ts_conf(cmd->server)->login_user_expr = e;
+    return NULL;
+}
+
+static const char *set_admin_api_url(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    if (!*arg || strpbrk(arg, "\"'<>\\ \t")) {
+        return apr_psprintf(cmd->pool, "TS2021AdminAPIURL: '%s' is not a URL path", arg);
+    }
+    ts_conf(cmd->server)->admin_api_url = arg;
     return NULL;
 }
 
@@ -368,10 +513,33 @@ const command_rec ts_config_cmds[] = {
                   "a node is offline this long after its last stream ended (default 10s)"),
     AP_INIT_ITERATE("TS2021DERPMapFile", add_derp_file, NULL, RSRC_CONF,
                     "DERPMap JSON file(s); later files override regions of earlier ones"),
+    AP_INIT_ITERATE("TS2021DERPMapURL", add_derp_url, NULL, RSRC_CONF,
+                    "DERPMap JSON URL(s), refreshed; merged before the TS2021DERPMapFile maps"),
+    AP_INIT_TAKE1("TS2021DERPMapRefresh", set_derp_refresh, NULL, RSRC_CONF,
+                  "how often each child fetches the DERP map URLs again (default 3h)"),
     AP_INIT_TAKE1("TS2021DNSConfigFile", set_dns_file, NULL, RSRC_CONF,
                   "JSON object of extra tailcfg.DNSConfig fields (resolvers, routes...)"),
     AP_INIT_FLAG("TS2021MagicDNS", set_magic_dns, NULL, RSRC_CONF,
                  "On (default): MagicDNS names under TS2021BaseDomain"),
+    AP_INIT_ITERATE("TS2021DNSNameservers", add_dns_nameservers, NULL, RSRC_CONF,
+                    "global nameservers for nodes: IP addresses or https:// DoH URLs"),
+    AP_INIT_FLAG("TS2021DNSOverrideLocal", set_dns_override, NULL, RSRC_CONF,
+                 "On (default): nodes use the global nameservers instead of their own; "
+                 "Off: only as a fallback"),
+    AP_INIT_TAKE_ARGV("TS2021DNSSplit", add_dns_split, NULL, RSRC_CONF,
+                      "DOMAIN [RESOLVER...]: split DNS, queries under DOMAIN go to these"),
+    AP_INIT_ITERATE("TS2021DNSSearchDomains", add_dns_search, NULL, RSRC_CONF,
+                    "search domains after the MagicDNS base domain"),
+    AP_INIT_TAKE3("TS2021DNSExtraRecord", add_dns_record, NULL, RSRC_CONF,
+                  "NAME A|AAAA ADDRESS: a record MagicDNS answers"),
+    AP_INIT_TAKE1("TS2021LoginUserVar", set_login_user_var, NULL, RSRC_CONF,
+                  "login page: the environment variable or note naming the user "
+                  "(default: the authenticated user, REMOTE_USER)"),
+    AP_INIT_TAKE1("TS2021LoginUserExpr", set_login_user_expr, NULL, RSRC_CONF,
+                  "login page: a string expression naming the user, e.g. "
+                  "\"%{env:OIDC_CLAIM_email}\""),
+    AP_INIT_TAKE1("TS2021AdminAPIURL", set_admin_api_url, NULL, RSRC_CONF,
+                  "admin UI: the URL path of the admin API (default /admin/api)"),
     AP_INIT_TAKE1("TS2021AdminBase", ts_admin_set_base, NULL, ACCESS_CONF,
                   "URL path under which SetHandler ts2021-admin serves the API (default: the "
                   "<Location> path)"),

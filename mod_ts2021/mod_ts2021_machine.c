@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "ts_register.h"
+#include "ts_routes.h"
 
 APLOG_USE_MODULE(ts2021);
 
@@ -196,6 +197,27 @@ static int map_apply(apr_pool_t *p, ts_node_t *n, const map_request *m, int auth
     return changed;
 }
 
+/* Hostinfo.RoutableIPs, as stored with the node, become its advertised routes; approvals
+ * stay. *routes is updated when they change. */
+static apr_status_t map_sync_routes(ts_store_t *st, apr_pool_t *p, const ts_node_t *n,
+                                    apr_array_header_t **routes, const char **err)
+{
+    int changed = 0;
+    apr_array_header_t *next = ts_routes_with_advertised(p, *routes,
+                                                         ts_routes_from_hostinfo(p, n->host_info,
+                                                                                 NULL),
+                                                         &changed);
+    apr_status_t rv;
+
+    if (!changed) return APR_SUCCESS;
+    rv = ts_store_node_routes_set(st, p, n->id, next, err);
+    if (rv == APR_SUCCESS) {
+        *routes = next;
+        ts_notify_bump();
+    }
+    return rv;
+}
+
 /* Authorises the request's node and stores what it reports; *n is the node. */
 static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_node_t **n,
                        apr_array_header_t **routes)
@@ -218,6 +240,8 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
         if (rv == APR_SUCCESS) ts_notify_bump();
     }
     if (rv == APR_SUCCESS) rv = ts_store_node_routes_get(st, p, (*n)->id, routes, &err);
+    if (rv == APR_SUCCESS && !m->read_only && json_is_object(m->hostinfo))
+        rv = map_sync_routes(st, p, *n, routes, &err);
     ts_dbd_close(t->s, rec);
     if (rv == TS_STORE_ENOTFOUND || rv == APR_EACCES) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->s, APLOGNO(11041)

@@ -41,8 +41,8 @@ static const char *tailnet_derp(apr_pool_t *p, const ts_server_conf *conf, const
     return *err ? NULL : text;
 }
 
-/* The extra DNSConfig fields: a JSON object, as text. */
-static const char *tailnet_dns(apr_pool_t *p, const char *path, const char **err)
+/* The extra DNSConfig fields of the file: a JSON object, as text. */
+static const char *tailnet_dns_file(apr_pool_t *p, const char *path, const char **err)
 {
     json_error_t jerr;
     json_t *j;
@@ -71,6 +71,20 @@ static const char *tailnet_dns(apr_pool_t *p, const char *path, const char **err
     }
 }
 
+/* The file's fields with the DNS directives merged in. */
+static const char *tailnet_dns(apr_pool_t *p, const ts_server_conf *conf, const char **err)
+{
+    const char *file = tailnet_dns_file(p, conf->dns_file, err), *out = NULL;
+
+    if (*err) return NULL;
+    if (ts_dnsconf_merge(p, file, &conf->dns, &out, err) != APR_SUCCESS) {
+        if (conf->dns_file)
+            *err = apr_psprintf(p, "TS2021DNSConfigFile %s: %s", conf->dns_file, *err);
+        return NULL;
+    }
+    return out;
+}
+
 int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s)
 {
     for (; s; s = s->next) {
@@ -79,7 +93,7 @@ int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s)
 
         if (conf->enabled != 1) continue;
         tailnet_derp(ptemp, conf, &err);
-        if (!err) tailnet_dns(ptemp, conf->dns_file, &err);
+        if (!err) tailnet_dns(ptemp, conf, &err);
         if (err) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(11020)
                          "TS2021 (%s:%u): %s", s->server_hostname, s->port, err);
@@ -123,8 +137,10 @@ int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
         t->registration_ttl = apr_time_from_sec(15 * 60);
         t->magic_dns = conf->magic_dns != 0;
         t->min_capver = conf->min_capver != TS_UNSET ? conf->min_capver : TS_DEFAULT_MIN_CAPVER;
-        t->derp_map_json = conf->derp_json = tailnet_derp(pconf, conf, &err);
-        if (!err) t->dns_config_json = tailnet_dns(pconf, conf->dns_file, &err);
+        t->derp_map_json = conf->derp_json =
+            conf->derp_urls ? ts_derpsrc_post_config(pconf, ptemp, s, conf, &err)
+                            : tailnet_derp(pconf, conf, &err);
+        if (!err) t->dns_config_json = tailnet_dns(pconf, conf, &err);
         if (err) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, APLOGNO(11021)
                          "TS2021 (%s:%u): %s", s->server_hostname, s->port, err);
@@ -132,8 +148,9 @@ int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s)
         }
         if (!t->derp_map_json) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, APLOGNO(11022)
-                         "TS2021 (%s:%u): no DERP map (TS2021DERPMapFile): clients will "
-                         "register but get no network map", s->server_hostname, s->port);
+                         "TS2021 (%s:%u): no DERP map (TS2021DERPMapFile, "
+                         "TS2021DERPMapURL): clients will register but get no network map "
+                         "until one is available", s->server_hostname, s->port);
         }
     }
     return OK;

@@ -1,6 +1,7 @@
 /* ts2021ctl.c: the admin command line: users, pre-auth keys and nodes of a mod_ts2021
  * database, reached over plain apr_dbd with the same store code the module uses. */
 #include "ts2021ctl.h"
+#include "ts_routes.h"
 #include "ts_register.h"
 #include "ts_names.h"
 #include "ts_admin.h"
@@ -743,6 +744,163 @@ static int cmd_nodes_reject(ctl_t *c)
     return 0;
 }
 
+/* ---- routes ---- */
+
+static json_t *route_json(const ts_node_t *n, const ts_route_t *r)
+{
+    return json_pack("{s:I, s:s, s:s, s:b, s:b, s:b}", "node_id", (json_int_t)n->id, "node",
+                     n->given_name, "prefix", r->prefix, "advertised", r->advertised,
+                     "approved", r->approved, "exit", ts_routes_is_exit(r->prefix));
+}
+
+static void route_row(apr_array_header_t *rows, const ts_node_t *n, const ts_route_t *r,
+                      apr_pool_t *p)
+{
+    const char **row = row_new(rows, 6);
+
+    row[0] = apr_psprintf(p, "%" APR_INT64_T_FMT, n->id);
+    row[1] = n->given_name;
+    row[2] = r->prefix;
+    row[3] = r->advertised ? "yes" : "no";
+    row[4] = r->approved ? "yes" : "no";
+    /* Served: advertised and approved; which router is primary is decided by the servers
+     * from who is online (see docs/control.md). */
+    row[5] = r->advertised && r->approved ? (ts_routes_is_exit(r->prefix) ? "exit" : "subnet")
+                                          : "-";
+}
+
+static int cmd_routes_list(ctl_t *c)
+{
+    apr_array_header_t *nodes, *rows = apr_array_make(c->p, 8, sizeof(char **));
+    const char *err = NULL, **r;
+    json_t *out = json_array();
+    ts_node_t *one = NULL;
+    int i, k, code;
+
+    if (want_args(c, 0, "[--node ID|NAME]")) return EXIT_USAGE;
+    if (ctl_opt(c, "node")) {
+        if ((code = find_node(c, ctl_opt(c, "node"), &one)) != 0) return code;
+        nodes = apr_array_make(c->p, 1, sizeof(ts_node_t *));
+        APR_ARRAY_PUSH(nodes, ts_node_t *) = one;
+    }
+    else if (ts_store_node_list(c->st, c->p, &nodes, &err) != APR_SUCCESS) {
+        return ctl_fail(1, "%s", err);
+    }
+    r = row_new(rows, 6);
+    r[0] = "NODE ID", r[1] = "NODE", r[2] = "PREFIX", r[3] = "ADVERTISED", r[4] = "APPROVED";
+    r[5] = "SERVED";
+    for (i = 0; i < nodes->nelts; i++) {
+        ts_node_t *n = APR_ARRAY_IDX(nodes, i, ts_node_t *);
+        apr_array_header_t *routes;
+
+        if (ts_store_node_routes_get(c->st, c->p, n->id, &routes, &err) != APR_SUCCESS) {
+            json_decref(out);
+            return ctl_fail(1, "%s", err);
+        }
+        for (k = 0; k < routes->nelts; k++) {
+            ts_route_t *rt = &APR_ARRAY_IDX(routes, k, ts_route_t);
+
+            json_array_append_new(out, route_json(n, rt));
+            route_row(rows, n, rt, c->p);
+        }
+    }
+    if (c->json) return print_json(out);
+    json_decref(out);
+    print_table(rows, 6);
+    return 0;
+}
+
+static int routes_approve(ctl_t *c, int approved)
+{
+    apr_array_header_t *cur, *next, *prefixes = apr_array_make(c->p, 4, sizeof(const char *));
+    const char *err = NULL;
+    ts_node_t *n;
+    json_t *out;
+    int i, code, changed;
+
+    if (c->args->nelts < 2) {
+        return ctl_fail(EXIT_USAGE, "usage: ts2021ctl routes %s ID|NAME PREFIX [PREFIX...]",
+                        c->verb);
+    }
+    for (i = 1; i < c->args->nelts; i++) {
+        const char *pfx = ts_routes_canonical(c->p, arg(c, i), &err);
+
+        if (!pfx) return ctl_fail(EXIT_USAGE, "%s", err);
+        APR_ARRAY_PUSH(prefixes, const char *) = pfx;
+    }
+    if ((code = find_node(c, arg(c, 0), &n)) != 0) return code;
+    if (ts_store_node_routes_get(c->st, c->p, n->id, &cur, &err) != APR_SUCCESS) {
+        return ctl_fail(1, "%s", err);
+    }
+    next = ts_routes_set_approved(c->p, cur, prefixes, approved, &changed);
+    if (changed && ts_store_node_routes_set(c->st, c->p, n->id, next, &err) != APR_SUCCESS) {
+        return ctl_fail(1, "%s", err);
+    }
+    if (c->json) {
+        out = json_array();
+        for (i = 0; i < next->nelts; i++)
+            json_array_append_new(out, route_json(n, &APR_ARRAY_IDX(next, i, ts_route_t)));
+        return print_json(out);
+    }
+    for (i = 0; i < prefixes->nelts; i++) {
+        const char *pfx = APR_ARRAY_IDX(prefixes, i, const char *);
+        int advertised = 0, k;
+
+        for (k = 0; k < next->nelts; k++) {
+            const ts_route_t *r = &APR_ARRAY_IDX(next, k, ts_route_t);
+            if (!strcmp(r->prefix, pfx)) advertised = r->advertised;
+        }
+        printf("node %" APR_INT64_T_FMT " '%s': %s %s%s\n", n->id, n->given_name, pfx,
+               approved ? "approved" : "no longer approved",
+               approved && !advertised ? " (not advertised yet: served once the node "
+                                         "advertises it)" : "");
+    }
+    if (!changed) printf("(nothing changed)\n");
+    return 0;
+}
+
+static int cmd_routes_approve(ctl_t *c)
+{
+    return routes_approve(c, 1);
+}
+
+static int cmd_routes_unapprove(ctl_t *c)
+{
+    return routes_approve(c, 0);
+}
+
+/* nodes tag: the admin sets a node's tags (no tagOwners check: the admin owns every tag).
+ * A tagged node belongs to its tags (no user, no key expiry); clearing the tags needs the
+ * user who owns the node from then on. */
+static int cmd_nodes_tag(ctl_t *c)
+{
+    ts_node_t *n;
+    ts_user_t *u = NULL;
+    const char *tags = ctl_opt(c, "tags");
+    int code;
+
+    if (want_args(c, 1, "ID|NAME --tags tag:a,tag:b | --tags '' --user USER")) return EXIT_USAGE;
+    if (!tags) return ctl_fail(EXIT_USAGE, "nodes tag needs --tags (empty to clear)");
+    if ((code = find_node(c, arg(c, 0), &n)) != 0) return code;
+    if (*tags) {
+        if (!(tags = parse_tags(c, tags))) return EXIT_USAGE;
+        if (ctl_opt(c, "user")) return ctl_fail(EXIT_USAGE, "a tagged node has no user: "
+                                                "--user goes with --tags '' only");
+        n->tags = tags;
+        n->user_id = 0;
+        n->expiry = 0;
+        return node_update(c, n, apr_psprintf(c->p, "tagged %s", tags_text(c->p, tags)));
+    }
+    if (!ctl_opt(c, "user")) {
+        return ctl_fail(EXIT_USAGE, "clearing the tags gives the node back to a user: "
+                        "add --user USER");
+    }
+    if ((code = find_user(c, ctl_opt(c, "user"), &u)) != 0) return code;
+    n->tags = NULL;
+    n->user_id = u->id;
+    return node_update(c, n, apr_psprintf(c->p, "untagged, owned by '%s'", u->name));
+}
+
 /* ---- commands ---- */
 
 typedef struct {
@@ -793,6 +951,16 @@ static const cmd_def_t COMMANDS[] = {
       "(https://SERVER/register/AUTH-ID).", { "user" } },
     { "nodes", "reject", cmd_nodes_reject, "AUTH-ID [--reason TEXT]",
       "Refuses an interactive login; the client shows the reason.", { "reason" } },
+    { "nodes", "tag", cmd_nodes_tag, "ID|NAME --tags tag:a,tag:b | --tags '' --user USER",
+      "Sets a node's tags (it then belongs to them: no user, no expiry), or clears them and "
+      "gives the node to USER.", { "tags", "user" } },
+    { "routes", "list", cmd_routes_list, "[--node ID|NAME]",
+      "Lists advertised and approved routes.", { "node" } },
+    { "routes", "approve", cmd_routes_approve, "ID|NAME PREFIX [PREFIX...]",
+      "Approves routes of a node (0.0.0.0/0 or ::/0: the node as exit node, both families).",
+      { NULL } },
+    { "routes", "unapprove", cmd_routes_unapprove, "ID|NAME PREFIX [PREFIX...]",
+      "Withdraws route approvals.", { NULL } },
     { NULL, NULL, NULL, NULL, NULL, { NULL } }
 };
 

@@ -28,7 +28,7 @@ static const opt_def_t OPTIONS[] = {
     { "ipv4-prefix", 1 }, { "ipv6-prefix", 1 }, { "ip-allocation", 1 }, { "node-expiry", 1 },
     { "user", 1 }, { "reusable", 0 }, { "ephemeral", 0 }, { "expiration", 1 }, { "tags", 1 },
     { "description", 1 }, { "display-name", 1 }, { "email", 1 }, { "force", 0 },
-    { "reason", 1 }, { NULL, 0 }
+    { "reason", 1 }, { "node", 1 }, { NULL, 0 }
 };
 
 const char CTL_GLOBAL_HELP[] =

@@ -1,6 +1,7 @@
 /* ts_admin_nodes.c: the admin API's /nodes (rename, tags, expiry, routes, delete) and
  * /registrations (pending interactive logins: approve, reject) endpoints. */
 #include "ts_admin_int.h"
+#include "ts_routes.h"
 
 #include <apr_strings.h>
 #include <jansson.h>
@@ -15,9 +16,10 @@ static json_t *routes_json(const apr_array_header_t *routes)
 
     for (i = 0; routes && i < routes->nelts; i++) {
         const ts_route_t *r = &APR_ARRAY_IDX(routes, i, ts_route_t);
-        json_array_append_new(out, json_pack("{s:s, s:b, s:b}", "prefix", r->prefix,
+        json_array_append_new(out, json_pack("{s:s, s:b, s:b, s:b}", "prefix", r->prefix,
                                              "advertised", r->advertised,
-                                             "approved", r->approved));
+                                             "approved", r->approved,
+                                             "exit", ts_routes_is_exit(r->prefix)));
     }
     return out;
 }
@@ -192,18 +194,37 @@ static int nodes_delete(admin_ctx_t *c)
                                    n->given_name));
 }
 
-/* approved: the complete list of approved prefixes; others lose their approval, and rows
- * neither advertised nor approved go. */
+/* 1 if both hold the same rows, in any order. */
+static int routes_same(const apr_array_header_t *a, const apr_array_header_t *b)
+{
+    int i, k, found;
+
+    if (a->nelts != b->nelts) return 0;
+    for (i = 0; i < a->nelts; i++) {
+        const ts_route_t *x = &APR_ARRAY_IDX(a, i, ts_route_t);
+        for (k = 0, found = 0; k < b->nelts && !found; k++) {
+            const ts_route_t *y = &APR_ARRAY_IDX(b, k, ts_route_t);
+            found = !strcmp(x->prefix, y->prefix) && !x->advertised == !y->advertised
+                    && !x->approved == !y->approved;
+        }
+        if (!found) return 0;
+    }
+    return 1;
+}
+
+/* approved: the complete list of approved prefixes (canonicalised; an exit route approves
+ * both families). Others lose their approval; rows neither advertised nor approved go; a
+ * listed prefix the node does not advertise stays approved for when it does. */
 static int nodes_routes(admin_ctx_t *c)
 {
     static const char *const allowed[] = { "approved", NULL };
-    apr_array_header_t *routes, *next;
+    apr_array_header_t *routes, *want, *drop, *next;
     json_t *list = NULL, *v;
     ts_node_t *n;
     const char *err = NULL;
     apr_status_t rv;
     size_t i;
-    int k;
+    int k, changed = 0;
 
     if (!find_node(c, &n) || !admin_body_only(c, allowed) || !node_routes(c, n->id, &routes)) {
         return 0;
@@ -212,33 +233,28 @@ static int nodes_routes(admin_ctx_t *c)
     if (!json_is_array(list)) {
         return admin_fail(c, 400, "invalid", "field 'approved' must be an array of CIDR prefixes");
     }
-    next = apr_array_make(c->p, routes->nelts + 2, sizeof(ts_route_t));
-    for (k = 0; k < routes->nelts; k++) {
-        ts_route_t r = APR_ARRAY_IDX(routes, k, ts_route_t);
-        r.approved = 0;
-        APR_ARRAY_PUSH(next, ts_route_t) = r;
+    if (json_array_size(list) > TS_ROUTES_MAX) {
+        return admin_fail(c, 400, "invalid", "at most %d routes", TS_ROUTES_MAX);
     }
+    want = apr_array_make(c->p, (int)json_array_size(list) + 1, sizeof(const char *));
     json_array_foreach(list, i, v) {
         const char *pfx = json_string_value(v);
-        int found = 0;
         if (!pfx) return admin_fail(c, 400, "invalid", "'approved' must hold strings");
-        for (k = 0; k < next->nelts; k++) {
-            ts_route_t *r = &APR_ARRAY_IDX(next, k, ts_route_t);
-            if (!strcmp(r->prefix, pfx)) found = r->approved = 1;
+        if (!(pfx = ts_routes_canonical(c->p, pfx, &err))) {
+            return admin_fail(c, 400, "invalid", "%s", err);
         }
-        if (!found) {
-            ts_route_t *r = &APR_ARRAY_PUSH(next, ts_route_t);
-            r->prefix = apr_pstrdup(c->p, pfx);
-            r->advertised = 0;
-            r->approved = 1;
-        }
+        APR_ARRAY_PUSH(want, const char *) = pfx;
     }
-    routes = apr_array_make(c->p, next->nelts, sizeof(ts_route_t));
-    for (k = 0; k < next->nelts; k++) {
-        ts_route_t r = APR_ARRAY_IDX(next, k, ts_route_t);
-        if (r.advertised || r.approved) APR_ARRAY_PUSH(routes, ts_route_t) = r;
+    drop = apr_array_make(c->p, routes->nelts + 1, sizeof(const char *));
+    for (k = 0; k < routes->nelts; k++) {
+        const ts_route_t *r = &APR_ARRAY_IDX(routes, k, ts_route_t);
+        if (r->approved) APR_ARRAY_PUSH(drop, const char *) = r->prefix;
     }
-    rv = ts_store_node_routes_set(c->env->st, c->p, n->id, routes, &err);
+    /* withdraw everything, then approve the list: the result is exactly the list */
+    next = ts_routes_set_approved(c->p, routes, drop, 0, &changed);
+    next = ts_routes_set_approved(c->p, next, want, 1, &changed);
+    if (routes_same(routes, next)) return node_reply(c, 200, n, 1);
+    rv = ts_store_node_routes_set(c->env->st, c->p, n->id, next, &err);
     if (rv != APR_SUCCESS) return admin_store_fail(c, rv, err);
     c->res->changed = 1;
     return node_reply(c, 200, n, 1);

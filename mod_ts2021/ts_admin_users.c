@@ -167,7 +167,7 @@ static int users_delete(admin_ctx_t *c)
 
 static int policy_get(admin_ctx_t *c)
 {
-    ts_policy_t *pol = NULL;
+    ts_store_policy_t *pol = NULL;
     const char *err = NULL;
     apr_status_t rv = ts_store_policy_get(c->env->st, c->p, &pol, &err);
 

@@ -102,11 +102,11 @@ typedef struct ts_api_key_t {
     apr_time_t created_at;
 } ts_api_key_t;
 
-typedef struct ts_policy_t {
+typedef struct ts_store_policy_t {
     apr_int64_t id;
     const char *data;             /* HuJSON text as given */
     apr_time_t created_at;
-} ts_policy_t;
+} ts_store_policy_t;
 
 typedef enum {
     TS_REG_PENDING = 0,
@@ -326,7 +326,7 @@ apr_status_t ts_store_api_key_delete(ts_store_t *st, apr_pool_t *p, apr_int64_t 
 apr_status_t ts_store_policy_set(ts_store_t *st, apr_pool_t *p, const char *data,
                                  apr_int64_t *id, const char **err);
 /* ENOTFOUND when no policy was ever stored. */
-apr_status_t ts_store_policy_get(ts_store_t *st, apr_pool_t *p, ts_policy_t **pol,
+apr_status_t ts_store_policy_get(ts_store_t *st, apr_pool_t *p, ts_store_policy_t **pol,
                                  const char **err);
 
 /* Inserts a pending registration (state, node_id, user_id, error ignored); sets created_at. */

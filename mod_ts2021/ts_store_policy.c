@@ -51,7 +51,7 @@ apr_status_t ts_store_policy_set(ts_store_t *st, apr_pool_t *p, const char *data
     return rv;
 }
 
-apr_status_t ts_store_policy_get(ts_store_t *st, apr_pool_t *p, ts_policy_t **pol,
+apr_status_t ts_store_policy_get(ts_store_t *st, apr_pool_t *p, ts_store_policy_t **pol,
                                  const char **err)
 {
     const char **row;

@@ -266,14 +266,19 @@ def test_preauthkeys_and_nodes_reach_streams(admin_server):
                                    host=control.hostinfo("yankee", routable=["10.9.0.0/24"]))
     st, reg = control.post_json(y.conn, "/machine/register", req)
     assert st == 200 and reg["MachineAuthorized"], reg
-    idy = y.open_map()["Node"]["ID"]
+    # Like a real client, every map request's Hostinfo carries the advertised routes.
+    y.stream = control.MapStream(y.conn, control.map_request(
+        y.ident, endpoints=["198.51.100.9:41641"],
+        host=control.hostinfo("yankee", routable=["10.9.0.0/24"])))
+    idy = y.stream.next()["Node"]["ID"]
     x.stream.until(lambda m: idy in changed_ids(m))
 
     nodes = a.get("/nodes")["nodes"]
     assert [n["name"] for n in nodes] == ["xray", "yankee"]
     ny = nodes[1]
     assert ny["user"] == "carol" and ny["online"] is True and ny["os"] == "linux"
-    assert ny["routes"] == [{"prefix": "10.9.0.0/24", "advertised": True, "approved": False}]
+    assert ny["routes"] == [{"prefix": "10.9.0.0/24", "advertised": True, "approved": False,
+                           "exit": False}]
     full = a.get(f"/nodes/{ny['id']}")
     assert full["hostinfo"]["Hostname"] == "yankee" and full["fqdn"].startswith("yankee.")
     assert a.get("/info")["counts"]["nodes_online"] == 2
@@ -291,7 +296,8 @@ def test_preauthkeys_and_nodes_reach_streams(admin_server):
     assert st == 400
     # Routes: approval reaches the peer as PrimaryRoutes/AllowedIPs.
     r = a.ok("POST", f"/nodes/{ny['id']}/routes", {"approved": ["10.9.0.0/24"]})
-    assert r["routes"] == [{"prefix": "10.9.0.0/24", "advertised": True, "approved": True}]
+    assert r["routes"] == [{"prefix": "10.9.0.0/24", "advertised": True, "approved": True,
+                            "exit": False}]
     x.stream.until(lambda m: any(p["ID"] == idy and "10.9.0.0/24" in (p.get("AllowedIPs") or [])
                                  for p in m.get("PeersChanged", []) or []), timeout=5)
     st, _, out = a.call("POST", f"/nodes/{ny['id']}/routes", {"approved": ["10.9.0.1/24"]})

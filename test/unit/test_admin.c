@@ -301,6 +301,25 @@ static void test_registrations_and_nodes(void **state)
         json_object_get(j, "nodes"), 0), "user")), "nina");
     json_decref(j);
     j = ax_ok(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes",
+                                       node_id), "{\"approved\":[\"0.0.0.0/0\"]}", 200);
+    /* an exit route is approved for both families, and the listed subnet only */
+    assert_int_equal(json_array_size(json_object_get(j, "routes")), 2);
+    r = json_array_get(json_object_get(j, "routes"), 0);
+    assert_string_equal(json_string_value(json_object_get(r, "prefix")), "0.0.0.0/0");
+    assert_true(json_is_true(json_object_get(r, "exit")));
+    assert_true(json_is_true(json_object_get(r, "approved")));
+    r = json_array_get(json_object_get(j, "routes"), 1);
+    assert_string_equal(json_string_value(json_object_get(r, "prefix")), "::/0");
+    json_decref(j);
+    before = rx_gen(fx);
+    j = ax_ok(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes",
+                                       node_id), "{\"approved\":[\"::/0\",\"0.0.0.0/0\"]}",
+              200);
+    json_decref(j);
+    assert_int_equal(rx_gen(fx), before);      /* the same set: nothing written */
+    ax_err(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes", node_id),
+           "{\"approved\":[\"10.0.0.0/33\"]}", "application/json", 1, 400, "invalid");
+    j = ax_ok(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes",
                                        node_id), "{\"approved\":[]}", 200);
     assert_int_equal(json_array_size(json_object_get(j, "routes")), 0);   /* unadvertised: gone */
     json_decref(j);

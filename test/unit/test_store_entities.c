@@ -580,7 +580,7 @@ static void test_policy_latest_wins(void **state)
     FX_REQUIRE(state);
     const char *err = NULL;
     const char *hujson = "{\n  // comment\n  \"acls\": [],\n}\n";
-    ts_policy_t *pol = NULL;
+    ts_store_policy_t *pol = NULL;
     apr_int64_t id1 = 0, id2 = 0;
 
     ASSERT_RV(TS_STORE_ENOTFOUND, ts_store_policy_get(fx->st, fx->pool, &pol, &err));
