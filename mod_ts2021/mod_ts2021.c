@@ -95,6 +95,7 @@ static int ts_handler(request_rec *r)
     if (!strcmp(h, "ts2021-register")) return ts_regpage_handler(r);
     if (!strcmp(h, "ts2021-admin")) return ts_admin_handler(r);
     if (!strcmp(h, "ts2021-metrics")) return ts_metrics_handler(r);
+    if (!strcmp(h, "ts2021-ui")) return ts_ui_handler(r);
     if (!strcmp(h, "ts2021-noise") || (on && !strcmp(r->uri, "/ts2021"))) return ts_conn_handler(r);
     return DECLINED;
 }

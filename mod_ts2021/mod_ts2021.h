@@ -94,6 +94,9 @@ int ts_metrics_handler(request_rec *r);
 int ts_metrics_post_config(server_rec *s);
 void ts_metrics_child_init(void);
 
+/* mod_ts2021_ui.c: SetHandler ts2021-ui, the web admin UI */
+int ts_ui_handler(request_rec *r);
+
 /* mod_ts2021_key.c: GET /key */
 int ts_key_handler(request_rec *r);
 

@@ -1,6 +1,7 @@
 /* mod_ts2021_config.c: the TS2021* directives, per-server creation and merging.
  * Every field starts unset so a VirtualHost inherits what it does not set. */
 #include "mod_ts2021.h"
+#include "ts_ui.h"
 
 #include <http_log.h>
 #include <http_core.h>
@@ -453,6 +454,10 @@ static const char *set_login_user_var(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
     if (!*arg) return "TS2021LoginUserVar: the variable name is empty";
+    if (!strncasecmp(arg, "HTTP_", 5)) {
+        return apr_psprintf(cmd->pool, "TS2021LoginUserVar: '%s' would come from a request "
+                            "header, which the client chooses", arg);
+    }
     ts_conf(cmd->server)->login_user_var = arg;
     return NULL;
 }
@@ -471,8 +476,9 @@ static const char *set_login_user_expr(cmd_parms *cmd, void *dc, const char *arg
 static const char *set_admin_api_url(cmd_parms *cmd, void *dc, const char *arg)
 {
     (void)dc;
-    if (!*arg || strpbrk(arg, "\"'<>\\ \t")) {
-        return apr_psprintf(cmd->pool, "TS2021AdminAPIURL: '%s' is not a URL path", arg);
+    if (!ts_ui_api_url_valid(arg)) {
+        return apr_psprintf(cmd->pool, "TS2021AdminAPIURL: '%s' is not a URL path (/...) or "
+                            "an http(s) URL without quotes, blanks or angle brackets", arg);
     }
     ts_conf(cmd->server)->admin_api_url = arg;
     return NULL;

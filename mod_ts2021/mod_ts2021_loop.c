@@ -46,6 +46,10 @@ typedef struct ts_loop {
     ts_driver_t driver;            /* first: what the router and workers see */
     apr_pool_t *pool;
     apr_pollset_t *ps;
+    /* Our own wake-up pipe, non-blocking at both ends (APR 1.7's pollset wake-up pipe
+     * blocks writers once full): a full pipe already means "wake up". */
+    apr_file_t *wake_in, *wake_out;
+    apr_pollfd_t wake_pfd;
     apr_thread_t *thread;
     apr_hash_t *conns;             /* id -> loop_conn, loop thread only */
     apr_array_header_t *free_socks; /* closed apr_socket_t structs, for reuse */
@@ -78,9 +82,25 @@ static void loop_kick(ts_driver_t *d, uint64_t id)
     if (lc) loop_service(loop, lc);
 }
 
+/* Any thread (also the MPM's signal thread): never blocks, EAGAIN ignored. */
 static void loop_wake(void *baton)
 {
-    apr_pollset_wakeup(((ts_loop *)baton)->ps);
+    ts_loop *loop = baton;
+    char one = 1;
+    apr_size_t n = 1;
+
+    apr_file_write(loop->wake_out, &one, &n);
+}
+
+/* Loop thread, before running the mailbox (see ts_mailbox_run). */
+static void loop_drain_wake(ts_loop *loop)
+{
+    char buf[256];
+    apr_size_t n;
+
+    do {
+        n = sizeof(buf);
+    } while (apr_file_read(loop->wake_in, buf, &n) == APR_SUCCESS && n == sizeof(buf));
 }
 
 static void loop_close(ts_loop *loop, loop_conn *lc, const char *why)
@@ -372,6 +392,10 @@ static void *APR_THREAD_FUNC loop_main(apr_thread_t *thd, void *data)
         if (apr_pollset_poll(loop->ps, timeout, &n, &ev) == APR_SUCCESS) {
             for (i = 0; i < n; i++) {
                 loop_conn *lc = ev[i].client_data;
+                if (lc == (loop_conn *)&loop->wake_pfd) {
+                    loop_drain_wake(loop);
+                    continue;
+                }
                 /* An earlier event of this round may have closed it. */
                 if (lc && apr_hash_get(loop->conns, &lc->ctx.id, sizeof(lc->ctx.id)) == lc) {
                     loop_on_event(loop, lc, ev[i].rtnevents);
@@ -410,7 +434,7 @@ void ts_loop_child_stopping(apr_pool_t *pchild, int graceful)
     /* Only flags and a wake-up here: this runs in the MPM's signal-handling thread. */
     if (graceful) apr_atomic_cas32(&the_loop->stop, 1, 0);
     else apr_atomic_set32(&the_loop->stop, 2);
-    apr_pollset_wakeup(the_loop->ps);
+    loop_wake(the_loop);
 }
 
 /* pchild pre-cleanup: drain (if graceful and not yet done), join, stop the workers. */
@@ -420,7 +444,7 @@ static apr_status_t loop_child_exit(void *data)
     apr_status_t rv;
 
     apr_atomic_cas32(&loop->stop, 1, 0);
-    apr_pollset_wakeup(loop->ps);
+    loop_wake(loop);
     apr_thread_join(&rv, loop->thread);
     ts_router_child_exit();
     ts_mailbox_unref(loop->driver.mb);
@@ -448,7 +472,17 @@ void ts_loop_child_init(apr_pool_t *pchild, server_rec *s)
     loop->free_socks = apr_array_make(p, 64, sizeof(apr_socket_t *));
     loop->driver.lookup = loop_lookup;
     loop->driver.kick = loop_kick;
-    rv = apr_pollset_create(&loop->ps, LOOP_MAX_CONNS, p, APR_POLLSET_WAKEABLE);
+    rv = apr_pollset_create(&loop->ps, LOOP_MAX_CONNS + 1, p, 0);
+    if (rv == APR_SUCCESS) {
+        rv = apr_file_pipe_create_ex(&loop->wake_in, &loop->wake_out, APR_FULL_NONBLOCK, p);
+    }
+    if (rv == APR_SUCCESS) {
+        loop->wake_pfd.desc_type = APR_POLL_FILE;
+        loop->wake_pfd.desc.f = loop->wake_in;
+        loop->wake_pfd.reqevents = APR_POLLIN;
+        loop->wake_pfd.client_data = &loop->wake_pfd;
+        rv = apr_pollset_add(loop->ps, &loop->wake_pfd);
+    }
     if (rv == APR_SUCCESS) rv = ts_mailbox_create(&loop->driver.mb, loop_wake, loop);
     if (rv == APR_SUCCESS) {
         ts_router_child_init(pchild, s);

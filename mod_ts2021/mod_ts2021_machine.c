@@ -20,11 +20,11 @@ APLOG_USE_MODULE(ts2021);
 /* A /machine/ request copied off its connection for a worker. */
 typedef struct machine_task {
     ts_tailnet_rt *rt;
-    ts_driver_t *driver;            /* a reference on driver->mb is held */
+    ts_mailbox_t *mb;               /* the connection owner's; a reference is held */
     uint64_t conn_id;
     int32_t stream_id;
     server_rec *s;
-    ts_conn_ctx ctx;                /* a copy, for registering streams */
+    char client_ip[48];             /* copied: the connection may be gone meanwhile */
     uint8_t machine_key[32];
     uint16_t version;
     char *body;
@@ -33,14 +33,14 @@ typedef struct machine_task {
 
 static void task_free(machine_task *t)
 {
-    ts_mailbox_unref(t->driver->mb);
+    ts_mailbox_unref(t->mb);
     free(t->body);
     free(t);
 }
 
 static void task_answer(machine_task *t, int status, const char *ctype, const char *body)
 {
-    ts_machine_post_response(t->driver, t->conn_id, t->stream_id, status, ctype, body,
+    ts_machine_post_response(t->mb, t->conn_id, t->stream_id, status, ctype, body,
                              body ? strlen(body) : 0);
 }
 
@@ -69,15 +69,15 @@ static void *APR_THREAD_FUNC run_register(apr_thread_t *thd, void *arg)
         ts_dbd_close(t->s, rec);
         if (res.log) {
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->s, APLOGNO(11040)
-                         "TS2021 register from %s: %s", t->ctx.client_ip, res.log);
+                         "TS2021 register from %s: %s", t->client_ip, res.log);
         }
         if (res.changed) ts_notify_bump();
         ts_metrics_registration(res.outcome == TS_REGISTER_PENDING, res.status, res.body);
         if (res.outcome == TS_REGISTER_PENDING) {
             machine_waiter *w = calloc(1, sizeof(*w));
             if (w && (w->auth_id = strdup(res.auth_id))) {
-                w->driver = t->driver;
-                ts_mailbox_ref(w->driver->mb);
+                w->mb = t->mb;
+                ts_mailbox_ref(w->mb);
                 w->conn_id = t->conn_id;
                 w->stream_id = t->stream_id;
                 memcpy(w->machine_key, t->machine_key, sizeof(w->machine_key));
@@ -198,9 +198,9 @@ static int map_apply(apr_pool_t *p, ts_node_t *n, const map_request *m, int auth
 }
 
 /* Hostinfo.RoutableIPs, as stored with the node, become its advertised routes; approvals
- * stay. *routes is updated when they change. */
+ * stay. *routes is updated when they change (the change goes out with the caller's bump). */
 static apr_status_t map_sync_routes(ts_store_t *st, apr_pool_t *p, const ts_node_t *n,
-                                    apr_array_header_t **routes, const char **err)
+                                    apr_array_header_t **routes, int *bump, const char **err)
 {
     int changed = 0;
     apr_array_header_t *next = ts_routes_with_advertised(p, *routes,
@@ -213,14 +213,15 @@ static apr_status_t map_sync_routes(ts_store_t *st, apr_pool_t *p, const ts_node
     rv = ts_store_node_routes_set(st, p, n->id, next, err);
     if (rv == APR_SUCCESS) {
         *routes = next;
-        ts_notify_bump();
+        *bump = 1;
     }
     return rv;
 }
 
-/* Authorises the request's node and stores what it reports; *n is the node. */
+/* Authorises the request's node and stores what it reports; *n is the node. *bump: the row
+ * changed and the notifier must be told (the caller does, once, together with "online"). */
 static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_node_t **n,
-                       apr_array_header_t **routes)
+                       apr_array_header_t **routes, int *bump)
 {
     ap_dbd_t *rec;
     ts_store_t *st = ts_dbd_open(p, t->s, &rec);
@@ -237,15 +238,15 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
     if (rv == APR_SUCCESS && !m->read_only && map_apply(p, *n, m, authoritative)) {
         (*n)->version = 0;      /* last writer wins: this is the node speaking for itself */
         rv = ts_store_node_update(st, p, *n, &err);
-        if (rv == APR_SUCCESS) ts_notify_bump();
+        if (rv == APR_SUCCESS) *bump = 1;
     }
     if (rv == APR_SUCCESS) rv = ts_store_node_routes_get(st, p, (*n)->id, routes, &err);
     if (rv == APR_SUCCESS && !m->read_only && json_is_object(m->hostinfo))
-        rv = map_sync_routes(st, p, *n, routes, &err);
+        rv = map_sync_routes(st, p, *n, routes, bump, &err);
     ts_dbd_close(t->s, rec);
     if (rv == TS_STORE_ENOTFOUND || rv == APR_EACCES) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->s, APLOGNO(11041)
-                     "TS2021 map from %s refused: %s", t->ctx.client_ip, err);
+                     "TS2021 map from %s refused: %s", t->client_ip, err);
         task_text(t, rv == APR_EACCES ? 403 : 404, "node not found for this machine key\n");
         return 0;
     }
@@ -258,43 +259,78 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
     return 1;
 }
 
-/* Under rt->mu: the full map as one frame, posted to the owner ahead of any delta; for a
- * stream, registered in the same critical section so that no later delta is missed. */
-static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
-                         const map_request *m, int streaming)
+/* The full map as one frame. The JSON is put together from cached pieces under rt->mu; a
+ * stream is registered in the same critical section (pending: the deltas built meanwhile
+ * wait in its queue), the map is compressed after unlocking, and then the stream's head,
+ * this frame and the queued deltas are posted in order under rt->mu again, so that no delta
+ * is missed or overtakes the map. The node's first stream here publishes it online before
+ * the compression, with the change map_prepare stored (bump) in the same notification, so
+ * that peers get one delta for both. */
+static void map_send_full(machine_task *t, const ts_node_t *n,
+                          const map_request *m, int streaming, int bump)
 {
     ts_tailnet_rt *rt = t->rt;
+    ts_tailnet_scratch *sc;
+    machine_stream *ms = NULL;
     const char *err = NULL;
     char *json;
     apr_size_t len;
-    uint8_t *frame;
-    size_t flen;
+    uint8_t *frame = NULL;
+    size_t flen = 0;
     apr_status_t rv;
     int first = 0;
 
     apr_thread_mutex_lock(rt->mu);
-    rv = ts_map_full(rt->map, n->id, apr_time_now(), p, &json, &len, &err);
-    if (rv == APR_SUCCESS) {
-        rv = ts_mapframe_encode(rt->enc, p, json, len, m->compress, &frame, &flen, &err);
+    if (!(sc = ts_tailnet_scratch_take(rt))) {
+        rv = APR_ENOMEM;
+        err = "out of memory";
     }
+    else {
+        rv = ts_map_full(rt->map, n->id, apr_time_now(), sc->pool, &json, &len, &err);
+    }
+    if (rv == APR_SUCCESS && streaming) {
+        ms = ts_tailnet_stream_add(rt, t->mb, t->conn_id, t->stream_id, n->id, m->compress,
+                                   m->keepalive);
+        if (ms) first = ts_presence_stream_up(rt->index, n->id);
+    }
+    if (rv == APR_SUCCESS) ts_metrics_add(TS_MET_MAP_FULL, 1);
+    apr_thread_mutex_unlock(rt->mu);
+    if (first) ts_tailnet_publish_online(rt, n->id);      /* bumps */
+    else if (bump) ts_notify_bump();
     if (rv == APR_SUCCESS) {
-        if (streaming) {
-            /* The head goes first, then the frame, through the same FIFO as every delta. */
-            ts_machine_post_stream_start(t->driver, t->conn_id, t->stream_id);
-            ts_machine_post_frame(t->driver, t->conn_id, t->stream_id, frame, flen, NULL);
-            ts_metrics_add(TS_MET_MAP_FULL, 1);
-            if (ts_tailnet_stream_add(rt, &t->ctx, t->stream_id, n->id, m->compress,
-                                      m->keepalive)) {
-                first = ts_presence_stream_up(rt->index, n->id);
-            }
+        size_t cap = ts_mapframe_bound(len, m->compress);
+        if (sc->out_cap < cap) {
+            free(sc->out);
+            sc->out_cap = 0;
+            if ((sc->out = malloc(cap)) != NULL) sc->out_cap = cap;
+        }
+        if (!sc->out) {
+            rv = APR_ENOMEM;
+            err = "out of memory";
         }
         else {
-            ts_machine_post_response(t->driver, t->conn_id, t->stream_id, 200,
-                                     "application/octet-stream", (const char *)frame, flen);
-            ts_metrics_add(TS_MET_MAP_FULL, 1);
+            rv = ts_mapframe_encode_into(sc->enc, json, len, m->compress, sc->out, cap, &flen,
+                                         &err);
         }
+        /* The frame leaves in a buffer of its own size; the big one stays for the next. */
+        if (rv == APR_SUCCESS && !(frame = malloc(flen ? flen : 1))) {
+            rv = APR_ENOMEM;
+            err = "out of memory";
+        }
+        if (rv == APR_SUCCESS) memcpy(frame, sc->out, flen);
     }
-    apr_thread_mutex_unlock(rt->mu);
+    if (sc || ms) {
+        apr_thread_mutex_lock(rt->mu);
+        ts_tailnet_scratch_give(rt, sc);
+        if (ms) ts_tailnet_stream_ready(rt, ms, frame, flen);
+        apr_thread_mutex_unlock(rt->mu);
+        if (ms) frame = NULL;       /* passed on */
+    }
+    if (rv == APR_SUCCESS && !streaming) {
+        ts_machine_post_response(t->mb, t->conn_id, t->stream_id, 200,
+                                 "application/octet-stream", (const char *)frame, flen);
+    }
+    free(frame);
     if (rv == APR_EAGAIN) {
         task_text(t, 503, "no DERP map configured on this server (TS2021DERPMapFile)\n");
     }
@@ -304,7 +340,6 @@ static int map_send_full(machine_task *t, apr_pool_t *p, const ts_node_t *n,
                      err ? err : "cannot build");
         task_text(t, 500, "cannot build the map\n");
     }
-    return first;
 }
 
 static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
@@ -316,6 +351,7 @@ static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
     apr_pool_t *p;
     apr_array_header_t *routes = NULL;
     ts_node_t *n;
+    int bump = 0;
 
     (void)thd;
     apr_pool_create_unmanaged_ex(&p, NULL, NULL);
@@ -327,7 +363,7 @@ static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
         task_text(t, 400, apr_psprintf(p, "unsupported client version %d (minimum %d)\n",
                                        m.version, t->rt->conf->min_capver));
     }
-    else if (map_prepare(t, p, &m, &n, &routes)) {
+    else if (map_prepare(t, p, &m, &n, &routes, &bump)) {
         if (!m.stream && m.omit_peers) {
             task_answer(t, 200, "application/octet-stream", "");   /* lite update */
         }
@@ -339,11 +375,11 @@ static void *APR_THREAD_FUNC run_map(apr_thread_t *thd, void *arg)
             ts_map_node_upsert(t->rt->map, n, routes, p, &bad);
             apr_thread_mutex_unlock(t->rt->mu);
             /* Old clients' read-only first poll is answered as a one-shot (spec 2.2). */
-            if (map_send_full(t, p, n, &m, m.stream && !m.read_only)) {
-                ts_tailnet_publish_online(t->rt, n->id);
-            }
+            map_send_full(t, n, &m, m.stream && !m.read_only, bump);
+            bump = 0;
         }
     }
+    if (bump) ts_notify_bump();
     if (j) json_decref(j);
     apr_pool_destroy(p);
     task_free(t);
@@ -365,11 +401,11 @@ static int machine_submit(ts_conn_ctx *ctx, const ts_conn_request_t *req, ts_tai
     t->body[req->body_len] = '\0';
     t->len = req->body_len;
     t->rt = rt;
-    t->driver = ctx->driver;
+    t->mb = ctx->driver->mb;
     t->conn_id = ctx->id;
     t->stream_id = req->stream_id;
     t->s = ctx->s;
-    t->ctx = *ctx;
+    apr_cpystrn(t->client_ip, ctx->client_ip ? ctx->client_ip : "", sizeof(t->client_ip));
     memcpy(t->machine_key, req->machine_key, sizeof(t->machine_key));
     t->version = req->version;
     ts_mailbox_ref(ctx->driver->mb);

@@ -44,6 +44,7 @@ static apr_array_header_t *tailnets;    /* notify_tailnet, registered in child_i
 static apr_thread_t *notifier;
 static apr_pool_t *notifier_pool;
 static volatile apr_uint32_t notify_stop;
+static int notify_again;                /* notifier thread only */
 
 static long futex(volatile apr_uint32_t *addr, int op, apr_uint32_t val, const struct timespec *ts)
 {
@@ -75,6 +76,32 @@ void ts_notify_bump(void)
     apr_atomic_inc32(&shm->word);
     /* Shared (not private) futex: the word lives in memory every child maps. */
     futex(&shm->word, FUTEX_WAKE, INT32_MAX, NULL);
+}
+
+void ts_notify_again(void)
+{
+    notify_again = 1;
+}
+
+/* After a change: waits until the word stays put for TS_NOTIFY_QUIET_MS, at most
+ * TS_NOTIFY_DEBOUNCE_MS in all (a storm still gets a round that often). */
+static void notify_debounce(void)
+{
+    apr_time_t until = apr_time_now() + apr_time_from_msec(TS_NOTIFY_DEBOUNCE_MS);
+
+    while (!apr_atomic_read32(&notify_stop)) {
+        apr_uint32_t w = apr_atomic_read32(&shm->word);
+        apr_time_t now = apr_time_now(), wait = apr_time_from_msec(TS_NOTIFY_QUIET_MS);
+        struct timespec ts;
+
+        if (now >= until) return;
+        if (until - now < wait) wait = until - now;
+        ts.tv_sec = wait / APR_USEC_PER_SEC;
+        ts.tv_nsec = (wait % APR_USEC_PER_SEC) * 1000;
+        futex(&shm->word, FUTEX_WAIT, w, &ts);
+        /* Still the same word after the wait (or a spurious wake-up): quiet enough. */
+        if (apr_atomic_read32(&shm->word) == w && apr_time_now() - now >= wait) return;
+    }
 }
 
 void ts_notify_register(server_rec *s, ts_notify_fn *fn, void *baton)
@@ -155,7 +182,9 @@ static void *APR_THREAD_FUNC notify_main(apr_thread_t *thd, void *data)
         if (next_poll && next_poll - now < wait) wait = next_poll > now ? next_poll - now : 0;
         ts.tv_sec = wait / APR_USEC_PER_SEC;
         ts.tv_nsec = (wait % APR_USEC_PER_SEC) * 1000;
-        if (apr_atomic_read32(&shm->word) == seen) futex(&shm->word, FUTEX_WAIT, seen, &ts);
+        if (apr_atomic_read32(&shm->word) == seen && !notify_again) {
+            futex(&shm->word, FUTEX_WAIT, seen, &ts);
+        }
         if (apr_atomic_read32(&notify_stop)) break;
         now = apr_time_now();
         if (now >= next_poll && notify_is_leader(now)) {
@@ -166,8 +195,10 @@ static void *APR_THREAD_FUNC notify_main(apr_thread_t *thd, void *data)
         else if (now >= next_poll) {
             next_poll = now + NOTIFY_DB_POLL;
         }
-        if (apr_atomic_read32(&shm->word) != seen) {
+        if (apr_atomic_read32(&shm->word) != seen || notify_again) {
+            if (apr_atomic_read32(&shm->word) != seen) notify_debounce();
             seen = apr_atomic_read32(&shm->word);
+            notify_again = 0;
             notify_run_callbacks(1);
         }
         else {

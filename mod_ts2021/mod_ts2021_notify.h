@@ -15,7 +15,16 @@ void ts_notify_child_init(apr_pool_t *pchild, server_rec *s);
 void ts_notify_register(server_rec *s, ts_notify_fn *fn, void *baton);
 void ts_notify_start(apr_pool_t *pchild, server_rec *s);
 
-/* Any thread, after committing a change: wakes every child of this server at once. */
+/* Any thread, after committing a change: wakes every child of this server at once. The
+ * notifier debounces: it runs the callbacks once changes have been quiet for
+ * TS_NOTIFY_QUIET_MS, or TS_NOTIFY_DEBOUNCE_MS after the first one at the latest, so that
+ * the changes of one event (a node's endpoints and "online") make one delta. */
 void ts_notify_bump(void);
+#define TS_NOTIFY_QUIET_MS     10
+#define TS_NOTIFY_DEBOUNCE_MS  40
+
+/* Notifier thread, from a callback: run the callbacks again at once, with changed = 1
+ * (a round that stopped before catching up with the change log). */
+void ts_notify_again(void);
 
 #endif

@@ -21,7 +21,7 @@ static apr_thread_pool_t *router_pool;
 
 /* A request copied off its connection, for a worker; the answer rides back in it. */
 typedef struct route_task {
-    ts_driver_t *driver;
+    ts_mailbox_t *mb;               /* the owner's; a reference is held */
     uint64_t conn_id;
     int32_t stream_id;
     server_rec *s;
@@ -62,7 +62,7 @@ static void task_done(void *owner_ctx, uint64_t conn_id, void *arg)
 static void *APR_THREAD_FUNC task_thread(apr_thread_t *thd, void *arg)
 {
     route_task *t = arg;
-    ts_mailbox_t *mb = t->driver->mb;
+    ts_mailbox_t *mb = t->mb;
 
     (void)thd;
     t->run(t);
@@ -89,7 +89,7 @@ static void route_to_worker(ts_conn_ctx *ctx, const ts_conn_request_t *req,
         route_respond_text(req, 503, "server busy\n");
         return;
     }
-    t->driver = ctx->driver;
+    t->mb = ctx->driver->mb;
     t->conn_id = ctx->id;
     t->stream_id = req->stream_id;
     t->s = ctx->s;

@@ -21,6 +21,9 @@ APLOG_USE_MODULE(ts2021);
 #define STREAM_KEEPALIVE_JIT  9000      /* ms */
 #define STREAM_RECHECK        apr_time_from_sec(2)
 #define STREAM_CHANGES_BATCH  1000
+/* Batches one round applies (each followed by its fan-out) before it lets the notifier's
+ * other tailnets run; a round left behind asks for the next one at once. */
+#define STREAM_BATCHES_PER_ROUND 4
 
 static apr_array_header_t *tailnets;     /* ts_tailnet_rt *, one per ServerName */
 
@@ -37,6 +40,9 @@ ts_tailnet_rt *ts_tailnet_of(server_rec *s)
 
 /* ---- posting to a connection's owner ---- */
 
+static void tailnet_close_key(ts_tailnet_rt *rt, ts_mailbox_t *mb, uint64_t conn_id,
+                              int32_t stream_id);
+
 typedef struct machine_item {
     int32_t stream_id;
     int kind;                       /* 0 frame, 1 response, 2 stream head */
@@ -46,6 +52,7 @@ typedef struct machine_item {
     size_t len;
     uint8_t *own;                   /* malloc'ed copy, or NULL */
     ts_map_delta_t *hold;           /* keeps shared bytes alive, or NULL */
+    ts_tailnet_rt *rt;              /* a registered map stream's: report it if it is gone */
 } machine_item;
 
 static void item_free(machine_item *it)
@@ -60,6 +67,7 @@ static void item_run(void *owner_ctx, uint64_t conn_id, void *arg)
     machine_item *it = arg;
     ts_driver_t *d = owner_ctx;
     ts_conn_t *conn = d ? d->lookup(d, conn_id) : NULL;
+    apr_status_t rv = APR_SUCCESS;
 
     if (conn) {
         if (it->kind == 1) {
@@ -69,28 +77,45 @@ static void item_run(void *owner_ctx, uint64_t conn_id, void *arg)
         else if (it->kind == 2) {
             ts_conn_stream_start(conn, it->stream_id, 200, "application/octet-stream");
         }
-        else if (ts_conn_stream_write(conn, it->stream_id, it->data, it->len) == APR_ENOSPC) {
+        else if ((rv = ts_conn_stream_write(conn, it->stream_id, it->data, it->len))
+                 == APR_ENOSPC) {
             /* The client stopped reading: end the stream; it comes back for a full map. */
             ts_conn_stream_end(conn, it->stream_id);
         }
         d->kick(d, conn_id);
     }
+    /* A map stream that is no more (its close may have been reported before it was
+     * registered): make sure the registry forgets it. */
+    if (d && it->rt && it->kind == 0 && (!conn || rv == APR_NOTFOUND || rv == APR_EGENERAL)) {
+        tailnet_close_key(it->rt, d->mb, conn_id, it->stream_id);
+    }
     item_free(it);
 }
 
-static void post_item(ts_driver_t *d, uint64_t conn_id, machine_item *it)
+static void post_item(ts_mailbox_t *mb, uint64_t conn_id, machine_item *it)
 {
-    if (ts_mailbox_post(d->mb, conn_id, item_run, it) != APR_SUCCESS) item_free(it);
+    if (ts_mailbox_post(mb, conn_id, item_run, it) != APR_SUCCESS) item_free(it);
 }
 
-void ts_machine_post_frame(ts_driver_t *d, uint64_t conn_id, int32_t stream_id,
-                           const uint8_t *frame, size_t len, ts_map_delta_t *hold)
+/* own: a malloc'ed frame whose ownership passes to the item; else data is copied unless
+ * hold keeps it alive. */
+static void post_frame(ts_tailnet_rt *rt, ts_mailbox_t *mb, uint64_t conn_id,
+                       int32_t stream_id, uint8_t *own, const uint8_t *frame, size_t len,
+                       ts_map_delta_t *hold)
 {
     machine_item *it = calloc(1, sizeof(*it));
 
-    if (!it) return;
+    if (!it) {
+        free(own);
+        return;
+    }
     it->stream_id = stream_id;
-    if (hold) {
+    it->rt = rt;
+    if (own) {
+        it->own = own;
+        it->data = own;
+    }
+    else if (hold) {
         ts_map_delta_ref(hold);
         it->hold = hold;
         it->data = frame;
@@ -105,20 +130,26 @@ void ts_machine_post_frame(ts_driver_t *d, uint64_t conn_id, int32_t stream_id,
         it->data = it->own;
     }
     it->len = len;
-    post_item(d, conn_id, it);
+    post_item(mb, conn_id, it);
 }
 
-void ts_machine_post_stream_start(ts_driver_t *d, uint64_t conn_id, int32_t stream_id)
+void ts_machine_post_frame(ts_mailbox_t *mb, uint64_t conn_id, int32_t stream_id,
+                           const uint8_t *frame, size_t len, ts_map_delta_t *hold)
+{
+    post_frame(NULL, mb, conn_id, stream_id, NULL, frame, len, hold);
+}
+
+void ts_machine_post_stream_start(ts_mailbox_t *mb, uint64_t conn_id, int32_t stream_id)
 {
     machine_item *it = calloc(1, sizeof(*it));
 
     if (!it) return;
     it->kind = 2;
     it->stream_id = stream_id;
-    post_item(d, conn_id, it);
+    post_item(mb, conn_id, it);
 }
 
-void ts_machine_post_response(ts_driver_t *d, uint64_t conn_id, int32_t stream_id, int status,
+void ts_machine_post_response(ts_mailbox_t *mb, uint64_t conn_id, int32_t stream_id, int status,
                               const char *content_type, const char *body, size_t len)
 {
     machine_item *it = calloc(1, sizeof(*it));
@@ -134,7 +165,7 @@ void ts_machine_post_response(ts_driver_t *d, uint64_t conn_id, int32_t stream_i
     it->content_type = content_type;
     it->data = it->own;
     it->len = len;
-    post_item(d, conn_id, it);
+    post_item(mb, conn_id, it);
 }
 
 /* ---- loading the view ---- */
@@ -280,9 +311,9 @@ static void apply_node(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p, apr_int
     apr_thread_mutex_unlock(rt->mu);
 }
 
-/* Reads the changes since the view's generation and applies them; the delta is built by
- * the caller. */
-static void apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
+/* Reads one batch of the changes since the view's generation and applies them; the delta is
+ * built by the caller. 1 if the batch was full (more may follow), else 0. */
+static int apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
 {
     apr_array_header_t *changes;
     apr_int64_t through, since;
@@ -297,9 +328,9 @@ static void apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
     rv = ts_store_changes_since(st, p, since, STREAM_CHANGES_BATCH, &changes, &through, &err);
     if (rv == TS_STORE_EPRUNED) {
         load_all(rt, st, p);
-        return;
+        return 0;
     }
-    if (rv != APR_SUCCESS || through == since) return;
+    if (rv != APR_SUCCESS || through == since) return 0;
     plan_changes(&plan, p, changes);
     for (hi = apr_hash_first(p, plan.users); hi; hi = apr_hash_next(hi)) {
         apply_user(rt, st, p, *(const apr_int64_t *)apr_hash_this_key(hi));
@@ -311,33 +342,16 @@ static void apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
     apr_thread_mutex_lock(rt->mu);
     rt->generation = through;
     apr_thread_mutex_unlock(rt->mu);
+    return through >= since + STREAM_CHANGES_BATCH;
 }
 
-/* Under rt->mu: the delta to every stream, built once; viewers in it get their own copy. */
-static void fan_out(ts_tailnet_rt *rt, apr_pool_t *p, apr_time_t now)
-{
-    ts_map_delta_t *d = NULL;
-    machine_stream *ms;
-
-    if (ts_map_delta_build(rt->map, now, rt->enc, &d) != APR_SUCCESS || !d) return;
-    for (ms = rt->streams; ms; ms = ms->next) {
-        const uint8_t *frame;
-        apr_size_t len;
-        const char *err;
-        int shared = ts_map_delta_is_shared_for(d, ms->node_id);
-
-        if (ts_map_delta_frame(d, ms->node_id, ms->compress, rt->enc, p, &frame, &len, &err)
-            != APR_SUCCESS) {
-            continue;
-        }
-        ts_machine_post_frame(ms->driver, ms->conn_id, ms->stream_id, frame, len,
-                              shared ? d : NULL);
-        ms->next_keepalive = now + rt->keepalive;
-        ts_metrics_add(TS_MET_MAP_DELTA, 1);
-    }
-    if (rt->streams) ts_metrics_fanout(apr_time_now() - now);   /* now: the round's start */
-    ts_map_delta_unref(d);
-}
+/* A post collected under rt->mu, made after unlocking. */
+typedef struct post_target {
+    machine_stream_key key;
+    const uint8_t *frame;
+    size_t len;
+    ts_map_delta_t *hold;           /* shared bytes (the round holds a reference), or NULL */
+} post_target;
 
 static apr_interval_time_t keepalive_delay(const ts_tailnet_rt *rt)
 {
@@ -347,17 +361,115 @@ static apr_interval_time_t keepalive_delay(const ts_tailnet_rt *rt)
     return rt->keepalive + apr_time_from_msec(jit ? randombytes_uniform(jit) : 0);
 }
 
-/* Under rt->mu: {"KeepAlive":true} to streams idle for about 50-59 s. */
-static void keepalives(ts_tailnet_rt *rt, apr_time_t now)
+/* Under rt->mu: a frame for a pending stream waits in its queue. */
+static void stream_enqueue(machine_stream *ms, const uint8_t *frame, size_t len,
+                           ts_map_delta_t *hold)
 {
+    machine_frame *f = calloc(1, sizeof(*f));
+
+    if (!f) return;
+    if (hold) {
+        ts_map_delta_ref(hold);
+        f->hold = hold;
+        f->data = frame;
+    }
+    else {
+        if (!(f->own = malloc(len ? len : 1))) {
+            free(f);
+            return;
+        }
+        memcpy(f->own, frame, len);
+        f->data = f->own;
+    }
+    f->len = len;
+    *ms->queue_tail = f;
+    ms->queue_tail = &f->next;
+}
+
+static void frame_free(machine_frame *f)
+{
+    if (f->hold) ts_map_delta_unref(f->hold);
+    free(f->own);
+    free(f);
+}
+
+/* Under rt->mu: what the round sends, built once (the delta) and collected per stream
+ * (its frame; keep-alives to streams idle for about 50-59 s). Pending streams get theirs
+ * queued. Posting happens after unlocking (fan_out_post): a post may have to wait for a
+ * mailbox lock, and nothing that waits may run under rt->mu. */
+static apr_array_header_t *fan_out_collect(ts_tailnet_rt *rt, apr_pool_t *p, apr_time_t now,
+                                           ts_map_delta_t **dp, int *ndelta)
+{
+    apr_array_header_t *targets = apr_array_make(p, rt->nstreams ? rt->nstreams : 1,
+                                                 sizeof(post_target));
+    ts_map_delta_t *d = NULL;
     machine_stream *ms;
 
+    if (!rt->loaded || ts_map_delta_build(rt->map, now, rt->enc, &d) != APR_SUCCESS) d = NULL;
     for (ms = rt->streams; ms; ms = ms->next) {
-        int c = ms->compress ? 1 : 0;
-        if (!ms->keepalive || now < ms->next_keepalive || !rt->keepalive_frame[c]) continue;
-        ts_machine_post_frame(ms->driver, ms->conn_id, ms->stream_id, rt->keepalive_frame[c],
-                              rt->keepalive_len[c], NULL);
-        ms->next_keepalive = now + keepalive_delay(rt);
+        const uint8_t *frame = NULL;
+        apr_size_t len = 0;
+        ts_map_delta_t *hold = NULL;
+        const char *err;
+        post_target *pt;
+
+        if (d && ts_map_delta_frame(d, ms->node_id, ms->compress, rt->enc, p, &frame, &len,
+                                    &err) == APR_SUCCESS) {
+            if (ts_map_delta_is_shared_for(d, ms->node_id)) hold = d;
+            ms->next_keepalive = now + rt->keepalive;
+            (*ndelta)++;
+        }
+        else if (ms->keepalive && now >= ms->next_keepalive && !ms->pending
+                 && rt->keepalive_frame[ms->compress ? 1 : 0]) {
+            frame = rt->keepalive_frame[ms->compress ? 1 : 0];
+            len = rt->keepalive_len[ms->compress ? 1 : 0];
+            hold = NULL;
+            ms->next_keepalive = now + keepalive_delay(rt);
+        }
+        else {
+            continue;
+        }
+        if (ms->pending) {
+            stream_enqueue(ms, frame, len, hold);
+            continue;
+        }
+        pt = apr_array_push(targets);
+        pt->key = ms->key;
+        pt->frame = frame;
+        pt->len = len;
+        pt->hold = hold;
+    }
+    *dp = d;
+    return targets;
+}
+
+/* No lock: the collected posts. Streams that are not pending are freed only by this
+ * (notifier) thread, so the mailboxes named are still referenced. */
+static void fan_out_post(ts_tailnet_rt *rt, apr_array_header_t *targets, ts_map_delta_t *d)
+{
+    int i;
+
+    for (i = 0; i < targets->nelts; i++) {
+        post_target *pt = &APR_ARRAY_IDX(targets, i, post_target);
+        post_frame(rt, pt->key.mb, pt->key.conn_id, (int32_t)pt->key.stream_id, NULL,
+                   pt->frame, pt->len, pt->hold);
+    }
+    if (d) ts_map_delta_unref(d);
+}
+
+static void fan_out(ts_tailnet_rt *rt, apr_pool_t *p, apr_time_t now)
+{
+    apr_array_header_t *targets;
+    ts_map_delta_t *d;
+    int ndelta = 0;
+
+    apr_thread_mutex_lock(rt->mu);
+    targets = fan_out_collect(rt, p, now, &d, &ndelta);
+    apr_thread_mutex_unlock(rt->mu);
+    fan_out_post(rt, targets, d);
+    if (ndelta) {
+        ts_metrics_add(TS_MET_MAP_DELTA, ndelta);
+        ts_metrics_fanout(apr_time_now() - now);   /* now: the round's start */
     }
 }
 
@@ -465,7 +577,7 @@ void ts_tailnet_waiter_add(ts_tailnet_rt *rt, machine_waiter *w)
 
 static void waiter_free(machine_waiter *w)
 {
-    ts_mailbox_unref(w->driver->mb);
+    ts_mailbox_unref(w->mb);
     free(w->body);
     free(w->auth_id);
     free(w);
@@ -496,7 +608,7 @@ static void waiters_recheck(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
         }
         changed |= res.changed;
         ts_metrics_registration(0, res.status, res.body);
-        ts_machine_post_response(w->driver, w->conn_id, w->stream_id, res.status,
+        ts_machine_post_response(w->mb, w->conn_id, w->stream_id, res.status,
                                  res.content_type, res.body, res.body ? strlen(res.body) : 0);
         waiter_free(w);
     }
@@ -507,6 +619,235 @@ static void waiters_recheck(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
     }
     apr_thread_mutex_unlock(rt->mu);
     if (changed) ts_notify_bump();
+}
+
+/* ---- streams ---- */
+
+typedef struct machine_closed {
+    struct machine_closed *next;
+    machine_stream_key key;         /* a reference on key.mb is held */
+} machine_closed;
+
+/* Any thread, no lock but close_mu: a stream ended (maybe not a map stream at all). A map
+ * stream leaves the index and its node loses it now (presence is shared memory); the
+ * notifier unlinks it from the list on its next round. */
+static void tailnet_close_key(ts_tailnet_rt *rt, ts_mailbox_t *mb, uint64_t conn_id,
+                              int32_t stream_id)
+{
+    machine_stream_key key;
+    machine_stream *ms;
+    machine_closed *c = NULL;
+    apr_int64_t node_id = 0;
+
+    memset(&key, 0, sizeof(key));
+    key.mb = mb;
+    key.conn_id = conn_id;
+    key.stream_id = stream_id;
+    apr_thread_mutex_lock(rt->close_mu);
+    ms = apr_hash_get(rt->stream_index, &key, sizeof(key));
+    if (ms) {
+        apr_hash_set(rt->stream_index, &ms->key, sizeof(ms->key), NULL);
+        ms->dead = 1;
+        ms->dead_next = rt->dead;
+        rt->dead = ms;
+        node_id = ms->node_id;
+    }
+    else if ((c = calloc(1, sizeof(*c))) != NULL) {
+        ts_mailbox_ref(mb);
+        c->key = key;
+        c->next = rt->closed;
+        rt->closed = c;
+    }
+    apr_thread_mutex_unlock(rt->close_mu);
+    if (ms) ts_presence_stream_down(rt->index, node_id, apr_time_now());
+}
+
+void ts_tailnet_stream_closed(ts_conn_ctx *ctx, int32_t stream_id)
+{
+    ts_tailnet_rt *rt = ts_tailnet_of(ctx->s);
+
+    if (rt) tailnet_close_key(rt, ctx->driver->mb, ctx->id, stream_id);
+}
+
+static void stream_free(machine_stream *ms)
+{
+    machine_frame *f;
+
+    while ((f = ms->queue) != NULL) {
+        ms->queue = f->next;
+        frame_free(f);
+    }
+    ts_mailbox_unref(ms->key.mb);
+    free(ms);
+}
+
+/* Under rt->mu: out of the list. */
+static void stream_unlink(ts_tailnet_rt *rt, machine_stream *ms)
+{
+    if (ms->prev) ms->prev->next = ms->next;
+    else rt->streams = ms->next;
+    if (ms->next) ms->next->prev = ms->prev;
+    ms->prev = ms->next = NULL;
+    rt->nstreams--;
+    APR_ARRAY_PUSH(rt->offline_due, apr_int64_t) = ms->node_id;
+}
+
+/* Notifier: applies the stream ends reported since the last round. */
+static void streams_reap(ts_tailnet_rt *rt)
+{
+    machine_closed *list, *c;
+    machine_stream *dead, *ms, *gone = NULL;
+    machine_waiter *w;
+
+    apr_thread_mutex_lock(rt->close_mu);
+    list = rt->closed;
+    rt->closed = NULL;
+    dead = rt->dead;
+    rt->dead = NULL;
+    apr_thread_mutex_unlock(rt->close_mu);
+    if (!list && !dead) return;
+    apr_thread_mutex_lock(rt->mu);
+    while ((ms = dead) != NULL) {
+        dead = ms->dead_next;
+        stream_unlink(rt, ms);
+        if (ms->pending) {
+            ms->closed = 1;             /* its worker frees it */
+        }
+        else {
+            ms->next = gone;
+            gone = ms;
+        }
+    }
+    for (c = list; c; c = c->next) {
+        for (w = rt->waiters; w; w = w->next) {
+            if (w->mb == c->key.mb && w->conn_id == c->key.conn_id
+                && w->stream_id == c->key.stream_id) {
+                w->gone = 1;
+            }
+        }
+    }
+    apr_thread_mutex_unlock(rt->mu);
+    while ((ms = gone) != NULL) {
+        gone = ms->next;
+        stream_free(ms);
+    }
+    while ((c = list) != NULL) {
+        list = c->next;
+        ts_mailbox_unref(c->key.mb);
+        free(c);
+    }
+}
+
+machine_stream *ts_tailnet_stream_add(ts_tailnet_rt *rt, ts_mailbox_t *mb, uint64_t conn_id,
+                                      int32_t stream_id, apr_int64_t node_id, int compress,
+                                      int keepalive)
+{
+    machine_stream *ms = calloc(1, sizeof(*ms));
+
+    if (!ms) return NULL;
+    ts_mailbox_ref(mb);
+    ms->key.mb = mb;
+    ms->key.conn_id = conn_id;
+    ms->key.stream_id = stream_id;
+    ms->node_id = node_id;
+    ms->compress = compress;
+    ms->keepalive = keepalive;
+    ms->next_keepalive = apr_time_now() + keepalive_delay(rt);
+    ms->pending = 1;
+    ms->queue_tail = &ms->queue;
+    ms->next = rt->streams;
+    if (ms->next) ms->next->prev = ms;
+    rt->streams = ms;
+    rt->nstreams++;
+    apr_thread_mutex_lock(rt->close_mu);
+    apr_hash_set(rt->stream_index, &ms->key, sizeof(ms->key), ms);
+    apr_thread_mutex_unlock(rt->close_mu);
+    return ms;
+}
+
+int ts_tailnet_stream_ready(ts_tailnet_rt *rt, machine_stream *ms, uint8_t *frame, size_t len)
+{
+    machine_frame *f;
+    int dead;
+
+    if (ms->closed) {
+        free(frame);
+        stream_free(ms);
+        return 0;
+    }
+    if (!frame) {
+        apr_thread_mutex_lock(rt->close_mu);
+        dead = ms->dead;
+        if (!dead) apr_hash_set(rt->stream_index, &ms->key, sizeof(ms->key), NULL);
+        apr_thread_mutex_unlock(rt->close_mu);
+        ms->pending = 0;
+        if (!dead) {
+            /* Not reported closed: drop it here. Else the notifier's reap frees it. */
+            stream_unlink(rt, ms);
+            ts_presence_stream_down(rt->index, ms->node_id, apr_time_now());
+            stream_free(ms);
+        }
+        return 0;
+    }
+    /* Under rt->mu, so that no delta collected after this point can overtake these. */
+    ts_machine_post_stream_start(ms->key.mb, ms->key.conn_id, (int32_t)ms->key.stream_id);
+    post_frame(rt, ms->key.mb, ms->key.conn_id, (int32_t)ms->key.stream_id, frame, NULL, len,
+               NULL);
+    while ((f = ms->queue) != NULL) {
+        ms->queue = f->next;
+        if (f->own) {
+            post_frame(rt, ms->key.mb, ms->key.conn_id, (int32_t)ms->key.stream_id, f->own,
+                       NULL, f->len, NULL);
+            f->own = NULL;
+        }
+        else {
+            post_frame(rt, ms->key.mb, ms->key.conn_id, (int32_t)ms->key.stream_id, NULL,
+                       f->data, f->len, f->hold);
+        }
+        frame_free(f);
+    }
+    ms->queue_tail = &ms->queue;
+    ms->pending = 0;
+    return 1;
+}
+
+/* Spare scratch sets kept per tailnet (each holds about one full map of JSON). */
+#define STREAM_SPARE_SCRATCH  4
+
+static void scratch_destroy(ts_tailnet_scratch *sc)
+{
+    if (sc->pool) apr_pool_destroy(sc->pool);
+    if (sc->encpool) apr_pool_destroy(sc->encpool);
+    free(sc->out);
+    free(sc);
+}
+
+ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
+{
+    ts_tailnet_scratch *sc;
+
+    if (rt->spare_scratch->nelts) {
+        return *(ts_tailnet_scratch **)apr_array_pop(rt->spare_scratch);
+    }
+    if (!(sc = calloc(1, sizeof(*sc)))) return NULL;
+    if (apr_pool_create_unmanaged_ex(&sc->pool, NULL, NULL) != APR_SUCCESS
+        || apr_pool_create_unmanaged_ex(&sc->encpool, NULL, NULL) != APR_SUCCESS
+        || ts_mapframe_enc_create(&sc->enc, sc->encpool, 0) != APR_SUCCESS) {
+        scratch_destroy(sc);
+        return NULL;
+    }
+    return sc;
+}
+
+void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
+{
+    if (!sc) return;
+    if (rt->spare_scratch->nelts >= STREAM_SPARE_SCRATCH) {
+        scratch_destroy(sc);
+        return;
+    }
+    apr_pool_clear(sc->pool);       /* keeps its blocks for the next map */
+    APR_ARRAY_PUSH(rt->spare_scratch, ts_tailnet_scratch *) = sc;
 }
 
 /* ---- the notifier's round ---- */
@@ -522,10 +863,27 @@ static void tailnet_round(void *baton, int changed)
     int sweep = now >= rt->next_sweep;
 
     apr_pool_create_unmanaged_ex(&p, NULL, NULL);
+    streams_reap(rt);
+    changed |= rt->behind;
     st = (changed || recheck || sweep || rt->offline_due->nelts || rt->ephemeral_due->nelts)
          ? ts_dbd_open(p, rt->s, &rec) : NULL;
-    if (st && !rt->loaded) load_all(rt, st, p);
-    else if (st && changed) apply_changes(rt, st, p);
+    rt->behind = 0;
+    if (st && !rt->loaded) {
+        load_all(rt, st, p);
+    }
+    else if (st && changed) {
+        /* Until caught up with the change log, a batch at a time, each fanned out; past
+         * the round's budget the next round starts at once (never waiting for a bump). */
+        int batches = 0;
+        while (apply_changes(rt, st, p)) {
+            if (++batches >= STREAM_BATCHES_PER_ROUND) {
+                rt->behind = 1;
+                ts_notify_again();
+                break;
+            }
+            fan_out(rt, p, apr_time_now());
+        }
+    }
     if (st) presence_timers(rt, st, p, now);
     if (st && sweep) {
         presence_sweep(rt, st, p, now);
@@ -534,67 +892,8 @@ static void tailnet_round(void *baton, int changed)
     if (st && recheck && rt->waiters) waiters_recheck(rt, st, p);
     if (recheck) rt->next_recheck = now + STREAM_RECHECK;
     if (rec) ts_dbd_close(rt->s, rec);
-    apr_thread_mutex_lock(rt->mu);
-    if (rt->loaded) fan_out(rt, p, now);
-    keepalives(rt, now);
-    apr_thread_mutex_unlock(rt->mu);
+    fan_out(rt, p, now);
     apr_pool_destroy(p);
-}
-
-/* ---- streams ---- */
-
-machine_stream *ts_tailnet_stream_add(ts_tailnet_rt *rt, ts_conn_ctx *ctx, int32_t stream_id,
-                                      apr_int64_t node_id, int compress, int keepalive)
-{
-    machine_stream *ms = calloc(1, sizeof(*ms));
-
-    if (!ms) return NULL;
-    ts_mailbox_ref(ctx->driver->mb);
-    ms->driver = ctx->driver;
-    ms->conn_id = ctx->id;
-    ms->stream_id = stream_id;
-    ms->node_id = node_id;
-    ms->compress = compress;
-    ms->keepalive = keepalive;
-    ms->next_keepalive = apr_time_now() + keepalive_delay(rt);
-    ms->next = rt->streams;
-    if (ms->next) ms->next->prev = ms;
-    rt->streams = ms;
-    rt->nstreams++;
-    return ms;
-}
-
-void ts_tailnet_stream_closed(ts_conn_ctx *ctx, int32_t stream_id)
-{
-    ts_tailnet_rt *rt = ts_tailnet_of(ctx->s);
-    machine_stream *ms;
-    machine_waiter *w;
-
-    if (!rt) return;
-    apr_thread_mutex_lock(rt->mu);
-    for (ms = rt->streams; ms; ms = ms->next) {
-        if (ms->driver == ctx->driver && ms->conn_id == ctx->id && ms->stream_id == stream_id) {
-            break;
-        }
-    }
-    if (ms) {
-        if (ms->prev) ms->prev->next = ms->next;
-        else rt->streams = ms->next;
-        if (ms->next) ms->next->prev = ms->prev;
-        rt->nstreams--;
-        ts_presence_stream_down(rt->index, ms->node_id, apr_time_now());
-        APR_ARRAY_PUSH(rt->offline_due, apr_int64_t) = ms->node_id;
-    }
-    for (w = rt->waiters; w; w = w->next) {
-        if (w->driver == ctx->driver && w->conn_id == ctx->id && w->stream_id == stream_id) {
-            w->gone = 1;
-        }
-    }
-    apr_thread_mutex_unlock(rt->mu);
-    if (ms) {
-        ts_mailbox_unref(ms->driver->mb);
-        free(ms);
-    }
 }
 
 /* ---- per child ---- */
@@ -637,7 +936,10 @@ static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int inde
     rt->keepalive = ts_config_keepalive(conf);
     rt->offline_due = apr_array_make(p, 16, sizeof(apr_int64_t));
     rt->ephemeral_due = apr_array_make(p, 16, 2 * sizeof(apr_int64_t));
+    rt->stream_index = apr_hash_make(p);
+    rt->spare_scratch = apr_array_make(p, STREAM_SPARE_SCRATCH, sizeof(ts_tailnet_scratch *));
     if (apr_thread_mutex_create(&rt->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
+        || apr_thread_mutex_create(&rt->close_mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
         || ts_map_create(&rt->map, p) != APR_SUCCESS
         || ts_mapframe_enc_create(&rt->enc, p, 0) != APR_SUCCESS
         || ts_map_set_conf(rt->map, rt->conf, p, &err) != APR_SUCCESS) {

@@ -227,8 +227,10 @@ int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
     if (tc->driver.mb) {
         ts_mailbox_close(tc->driver.mb);
         ts_mailbox_run(tc->driver.mb, NULL);
-        ts_mailbox_unref(tc->driver.mb);
     }
+    /* Before our reference goes: destroying the connection reports its streams closed,
+     * naming this mailbox. */
     ts_conn_destroy(tc->core);
+    if (tc->driver.mb) ts_mailbox_unref(tc->driver.mb);
     return DONE;
 }

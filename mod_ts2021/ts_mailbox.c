@@ -86,6 +86,7 @@ void ts_mailbox_unref(ts_mailbox_t *mb)
 apr_status_t ts_mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn, void *arg)
 {
     mailbox_item *it = malloc(sizeof(*it));
+    int was_empty;
 
     if (!it) return APR_ENOMEM;
     it->next = NULL;
@@ -98,12 +99,16 @@ apr_status_t ts_mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *
         free(it);
         return APR_EOF;
     }
+    was_empty = mb->head == NULL;
     if (mb->tail) mb->tail->next = it;
     else mb->head = it;
     mb->tail = it;
-    /* Under the lock, so that once ts_mailbox_close returns nobody wakes a target the
-     * owner is about to tear down. Wake-ups are a pipe or eventfd write: cheap. */
-    if (mb->wake) mb->wake(mb->wake_baton);
+    /* Only on empty -> non-empty: a non-empty queue has a wake-up pending already (the
+     * owner empties the queue in one go, after draining its wake-ups), so a fan-out of
+     * thousands of posts costs one pipe write, not thousands that could fill the pipe.
+     * Under the lock, so that once ts_mailbox_close returns nobody wakes a target the
+     * owner is about to tear down; wake callbacks never block. */
+    if (was_empty && mb->wake) mb->wake(mb->wake_baton);
     apr_thread_mutex_unlock(mb->mu);
     return APR_SUCCESS;
 }

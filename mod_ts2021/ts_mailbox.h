@@ -13,8 +13,10 @@ typedef struct ts_mailbox ts_mailbox_t;
  * resolves it (and passes NULL when that connection is gone, so arg can be freed). */
 typedef void ts_mailbox_fn(void *owner_ctx, uint64_t conn_id, void *arg);
 
-/* Wakes the owner thread (apr_pollset_wakeup, a pipe write...). Called under the
- * mailbox lock: it must not block or post. */
+/* Wakes the owner thread (a non-blocking pipe or eventfd write). Called under the mailbox
+ * lock, only when the queue goes from empty to non-empty (one wake-up per batch the owner
+ * takes, however many posts): it must never block (ignore EAGAIN: a full pipe already
+ * means "wake up"), take locks others hold while posting, or post. */
 typedef void ts_mailbox_wake_fn(void *wake_baton);
 
 /* The mailbox is reference-counted: the creator holds one reference. */
@@ -24,10 +26,14 @@ void ts_mailbox_ref(ts_mailbox_t *mb);
  * owner_ctx NULL so their args are released. */
 void ts_mailbox_unref(ts_mailbox_t *mb);
 
-/* Any thread. APR_EOF once the owner closed the mailbox (the caller keeps arg). */
+/* Any thread. APR_EOF once the owner closed the mailbox (the caller keeps arg). Wakes the
+ * owner if the queue was empty; the owner takes every queued item at once (ts_mailbox_run),
+ * so the next post after that wakes it again. */
 apr_status_t ts_mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn, void *arg);
 
-/* Owner thread: runs every queued item in order, outside the lock. Returns how many. */
+/* Owner thread: runs every queued item in order, outside the lock. Returns how many.
+ * Consume pending wake-ups (drain the pipe) BEFORE this call, never after: a post landing
+ * between the two would otherwise have its wake-up swallowed. */
 int ts_mailbox_run(ts_mailbox_t *mb, void *owner_ctx);
 
 /* Owner thread: refuse further posts (pending items stay until run or unref). */

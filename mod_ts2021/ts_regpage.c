@@ -5,6 +5,7 @@
 #include "ts_register.h"
 
 #include <apr_strings.h>
+#include <apr_time.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <string.h>
@@ -326,6 +327,20 @@ static const char *page(apr_pool_t *p, const char *title, const char *body)
     return apr_pstrcat(p, apr_psprintf(p, PAGE_HEAD, t, t), body, PAGE_TAIL, NULL);
 }
 
+/* "2026-11-25 17:17 UTC" */
+static const char *when(apr_pool_t *p, apr_time_t t)
+{
+    apr_time_exp_t x;
+    char buf[32];
+    apr_size_t n = 0;
+
+    if (apr_time_exp_gmt(&x, t) != APR_SUCCESS
+        || apr_strftime(buf, &n, sizeof(buf), "%Y-%m-%d %H:%M UTC", &x) != APR_SUCCESS) {
+        return ts_time_rfc3339(p, t);
+    }
+    return apr_pstrdup(p, buf);
+}
+
 static const char *joined(apr_pool_t *p, const apr_array_header_t *a)
 {
     const char *s = "";
@@ -361,13 +376,12 @@ const char *ts_regpage_render_confirm(apr_pool_t *p, const ts_registration_t *r,
         row(p, "Requested tags", joined(p, d.tags), 0),
         row(p, "Advertised routes", joined(p, d.routes), 0),
         d.ephemeral ? row(p, "Ephemeral", "yes", 0) : "",
-        row(p, "Link expires", ts_time_rfc3339(p, r->expires_at), 0),
+        row(p, "Link expires", when(p, r->expires_at), 0),
         "</dl>\n<p class=\"who\">It will belong to <strong>",
         ts_regpage_escape(p, login), "</strong>.</p>\n", NULL);
     if (form_token) {
         body = apr_pstrcat(p, body,
-            "<p>Only confirm if you started this on the device yourself "
-            "(the same fingerprint shows in its log).</p>\n"
+            "<p>Only confirm if you started this on the device yourself, just now.</p>\n"
             "<form method=\"post\">\n<input type=\"hidden\" name=\"token\" value=\"",
             ts_regpage_escape(p, form_token), "\">\n"
             "<button class=\"ok\" type=\"submit\" name=\"action\" value=\"approve\">"
@@ -391,7 +405,7 @@ const char *ts_regpage_render_done(apr_pool_t *p, const ts_node_t *n, const char
         "</strong>.</p>\n<dl>\n",
         row(p, "IPv4 address", n->ipv4, 1),
         row(p, "IPv6 address", n->ipv6, 1),
-        row(p, "Key expiry", n->expiry ? ts_time_rfc3339(p, n->expiry) : "never", 0),
+        row(p, "Key expiry", n->expiry ? when(p, n->expiry) : "never", 0),
         "</dl>\n<p>The device connects by itself; you can close this page.</p>\n", NULL));
 }
 

@@ -334,3 +334,143 @@ def test_graceful_restart_keeps_presence_and_reaps_the_gone(server_factory, tmp_
                                 for p in m.get("PeersChanged", []) or []), timeout=20)
     for n in back:
         n.close()
+
+
+def test_view_catches_up_past_one_batch_of_generations(server_factory, tmp_path):
+    """More than one batch (1,000 generations) of changes committed at once, with one wake-up:
+    the view must catch up to the last of them without waiting for another change."""
+    import sqlite3
+    s = tailnet_server(server_factory, tmp_path)
+    if s.db != "sqlite":
+        pytest.skip("writes the change log directly (SQLite)")
+    key = new_authkey(s, "ivy", "--reusable")
+    a, b = Node(s, "watcher"), Node(s, "moved")
+    a.register(key)
+    a.open_map()
+    b.register(key)
+    idb = b.open_map()["Node"]["ID"]
+    a.stream.until(lambda m: idb in changed_ids(m))
+    time.sleep(0.5)
+    db = sqlite3.connect(os.path.join(s.state, "db", "ts2021.sqlite"), timeout=10)
+    with db:
+        db.execute("BEGIN IMMEDIATE")
+        (g,) = db.execute("SELECT generation FROM ts_state WHERE id = 1").fetchone()
+        (uid,) = db.execute("SELECT user_id FROM nodes WHERE id = ?", (idb,)).fetchone()
+        now = int(time.time() * 1e6)
+        # 2,600 generations of no-op user changes, then the node's endpoints move.
+        db.executemany("INSERT INTO change_log (generation, created_at, kind, node_id, user_id,"
+                       " payload) VALUES (?, ?, 'user.updated', NULL, ?, NULL)",
+                       [(g + i, now, uid) for i in range(1, 2601)])
+        db.execute("UPDATE nodes SET endpoints = ? WHERE id = ?",
+                   ('["192.0.2.77:41641"]', idb))
+        db.execute("INSERT INTO change_log (generation, created_at, kind, node_id, user_id,"
+                   " payload) VALUES (?, ?, 'node.updated', ?, NULL, NULL)", (g + 2601, now, idb))
+        db.execute("UPDATE ts_state SET generation = ? WHERE id = 1", (g + 2601,))
+    db.close()
+    # The leader's poll (every 0.5 s) notices the generation moved: one wake-up, no more.
+    a.stream.until(lambda m: any(p.get("NodeID") == idb and "192.0.2.77:41641"
+                                 in (p.get("Endpoints") or [])
+                                 for p in m.get("PeersChangedPatch", []) or [])
+                   or any(p["ID"] == idb and "192.0.2.77:41641" in (p.get("Endpoints") or [])
+                          for p in m.get("PeersChanged", []) or []), timeout=10)
+    a.close()
+    b.close()
+
+
+def test_join_endpoints_and_online_in_one_delta(server_factory, tmp_path):
+    """A node's map request stores its disco key and endpoints and brings it online: peers
+    get both in one delta (one notification, debounced), never the key without Online."""
+    s = tailnet_server(server_factory, tmp_path)
+    key = new_authkey(s, "joe", "--reusable")
+    a = Node(s, "watcher")
+    a.register(key)
+    a.open_map()
+    for i in range(3):
+        b = Node(s, f"joiner{i}")
+        b.register(key)
+        first_b = b.open_map()
+        idb, disco = first_b["Node"]["ID"], b.ident.disco_key
+
+        def about_b(m):
+            out = [p for p in m.get("PeersChanged", []) or [] if p["ID"] == idb]
+            out += [p for p in m.get("PeersChangedPatch", []) or [] if p.get("NodeID") == idb]
+            return out
+
+        seen = []
+        while True:
+            m = a.stream.next(timeout=10)
+            assert m is not None, "stream ended"
+            entries = about_b(m)
+            if not entries:
+                continue
+            seen.append(entries)
+            if any(e.get("Online") is True for e in entries):
+                break
+        # The message that brings it online also carries its disco key; none before did.
+        assert any(e.get("DiscoKey") == disco for e in seen[-1]), seen
+        assert not any(e.get("DiscoKey") == disco for es in seen[:-1] for e in es), seen
+        # Register (offline, no disco key yet), then disco key + endpoints + online.
+        assert len(seen) <= 2, seen
+        b.close()
+    a.close()
+
+
+def test_streams_opened_during_changes_never_go_back(server_factory, tmp_path):
+    """Streams opened while a peer keeps changing its endpoints: the first map is compressed
+    off the lock while deltas go on, so each stream must see the peer's values in order from
+    its first map on (never an older one after a newer) and end at the last one."""
+    import threading
+    s = tailnet_server(server_factory, tmp_path)
+    key = new_authkey(s, "kim", "--reusable")
+    mover = Node(s, "mover")
+    mover.register(key)
+    idm = mover.open_map()["Node"]["ID"]
+    watchers = [Node(s, f"watch{i}") for i in range(6)]
+    for w in watchers:
+        w.register(key)
+    rounds = 30
+    errors = []
+
+    def move():
+        try:
+            for i in range(1, rounds + 1):
+                assert mover.lite_update([f"198.51.100.{i}:41641"]) == 200
+                time.sleep(0.02)
+        except Exception as e:      # reported below
+            errors.append(e)
+
+    def index_of(p):
+        eps = p.get("Endpoints") or []
+        for e in eps:
+            m = re.match(r"198\.51\.100\.(\d+):41641$", e)
+            if m:
+                return int(m.group(1))
+        return None
+
+    t = threading.Thread(target=move)
+    t.start()
+    seen = {}
+    for w in watchers:
+        first = w.open_map()
+        peer = [p for p in first["Peers"] if p["ID"] == idm][0]
+        seen[w.name] = [index_of(peer) or 0]
+        time.sleep(0.05)
+    t.join()
+    assert not errors, errors
+    for w in watchers:
+        deadline = time.time() + 10
+        while seen[w.name][-1] != rounds and time.time() < deadline:
+            m = w.stream.next(timeout=2)
+            if m is None:
+                continue
+            for p in (m.get("PeersChanged") or []):
+                if p["ID"] == idm and index_of(p) is not None:
+                    seen[w.name].append(index_of(p))
+            for p in (m.get("PeersChangedPatch") or []):
+                if p.get("NodeID") == idm and index_of(p) is not None:
+                    seen[w.name].append(index_of(p))
+        vals = seen[w.name]
+        assert vals[-1] == rounds, (w.name, vals)
+        assert vals == sorted(vals), (w.name, vals)     # never back in time
+    for n in watchers + [mover]:
+        n.close()

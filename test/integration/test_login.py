@@ -40,7 +40,7 @@ def authdir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def login_server(server_factory, tmp_path, extra=""):
+def login_server(server_factory, tmp_path, extra="", **kw):
     """A tailnet whose /register is open to the group 'tailnet' (alice, bob), not mallory.
     tmp_path must be readable by the Apache children (the authdir fixture)."""
     htpasswd = tmp_path / "htpasswd"
@@ -71,7 +71,8 @@ def login_server(server_factory, tmp_path, extra=""):
         AuthzSendForbiddenOnFailure On
     </Location>
 """)
-    return server_factory(extra_args=["--global-conf", str(glob), "--extra-conf", str(conf)])
+    return server_factory(extra_args=["--global-conf", str(glob), "--extra-conf", str(conf)],
+                          **kw)
 
 
 def start_login(s, name):
@@ -159,6 +160,15 @@ def test_login_page_auth_outcomes_and_approval(server_factory, authdir):
     assert post(s, auth_id, "bob", {"action": "approve", "token": token})[0] == 403
     other = "tsreg-" + "0" * 32
     assert post(s, other, "alice", {"action": "approve", "token": token})[0] == 404
+    # The token in a JSON body, or in an oversized form: refused.
+    hdr = dict(basic("alice"), **{"Content-Type": "application/json"})
+    st, _, _ = s.request("POST", f"/register/{auth_id}", headers=hdr,
+                         body=json.dumps({"action": "approve", "token": token}).encode())
+    assert st == 403
+    big = urllib.parse.urlencode({"action": "approve", "token": token, "pad": "x" * 10000})
+    hdr = dict(basic("alice"), **{"Content-Type": "application/x-www-form-urlencoded"})
+    st, _, _ = s.request("POST", f"/register/{auth_id}", body=big.encode(), headers=hdr)
+    assert st == 413, st
     # Posting with mallory's credentials never reaches the handler.
     assert post(s, auth_id, "mallory", {"action": "approve", "token": token})[0] == 403
     assert nodes(s) == [] and users(s) == before_users
@@ -313,6 +323,36 @@ def test_login_page_without_auth_configured_refuses(server_factory, authdir):
     n.close()
 
 
+def test_login_across_two_servers_sharing_the_key(server_factory, authdir, db):
+    # Two Apaches on one MariaDB with the same key file: the form of one is accepted by the
+    # other, and the approval reaches the follow-up held by the first; a server with another
+    # key refuses the form.
+    if db != "mysql":
+        pytest.skip("two servers share one database only on MariaDB")
+    s1 = login_server(server_factory, authdir)
+    s2 = login_server(server_factory, authdir, fresh_db=False, start=False)
+    s3 = login_server(server_factory, authdir, fresh_db=False)
+    keys = os.path.join(s2.state, "keys")
+    os.makedirs(keys, mode=0o700, exist_ok=True)
+    shutil.copy(os.path.join(s1.state, "keys", "127.0.0.1.key"), keys)
+    s2.start()
+    assert s2.request("GET", "/key?v=145")[2] == s1.request("GET", "/key?v=145")[2]
+    assert s3.request("GET", "/key?v=145")[2] != s1.request("GET", "/key?v=145")[2]
+
+    n, auth_id, held = start_login(s1, "roaming")
+    token = form_token(page(s1, auth_id, "alice")[2])
+    assert post(s3, auth_id, "alice", {"action": "approve", "token": token})[0] == 403
+    assert held_still_waiting(n, held)
+    t0 = time.time()
+    st, body = post(s2, auth_id, "alice", {"action": "approve", "token": token})
+    assert st == 200, body
+    assert n.conn.wait_for(lambda: held.ended, timeout=10)
+    assert time.time() - t0 < 3
+    assert json.loads(bytes(held.body))["MachineAuthorized"]
+    assert page(s1, auth_id, "alice")[0] == 409
+    n.close()
+
+
 def doc_block(name):
     """The ```apache block after '<!-- config: NAME -->' in docs/login.md."""
     text = open(os.path.join(TOP, "docs", "login.md")).read()
@@ -349,6 +389,8 @@ def test_docs_login_configs_pass_configtest(name, mods):
 @pytest.mark.parametrize("line,message", [
     ('TS2021LoginUserExpr "%{REMOTE_USER"', "TS2021LoginUserExpr: '%{REMOTE_USER'"),
     ('TS2021LoginUserVar ""', "TS2021LoginUserVar takes one argument"),
+    ("TS2021LoginUserVar HTTP_X_USER", "TS2021LoginUserVar: 'HTTP_X_USER' would come from a "
+     "request header"),
     ('TS2021AdminAPIURL "/a b"', "TS2021AdminAPIURL: '/a b' is not a URL path"),
 ])
 def test_bad_login_directives_fail_configtest(line, message):
@@ -361,3 +403,44 @@ def test_bad_login_directives_fail_configtest(line, message):
         assert r.returncode != 0 and message in r.stderr, r.stderr
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind not installed")
+def test_login_page_and_ui_under_valgrind(authdir):
+    from test_memcheck import errors_in
+
+    made = []
+
+    def factory(extra_args=()):
+        s = Server(make_state_dir(), "sqlite", None,
+                   list(extra_args) + ["--valgrind", str(authdir / "valgrind.log")])
+        made.append(s)
+        assert s.start()
+        return s
+
+    s = login_server(factory, authdir, extra="    <Location /admin/ui>\n"
+                     "        SetHandler ts2021-ui\n    </Location>\n")
+    try:
+        n, auth_id, held = start_login(s, "valgrind-node")
+        assert page(s, auth_id)[0] == 401
+        st, _, body = page(s, auth_id, "alice")
+        assert st == 200
+        token = form_token(body)
+        assert post(s, auth_id, "alice", {"action": "approve", "token": "0" * 81})[0] == 403
+        assert post(s, auth_id, "bob", {"action": "approve", "token": token})[0] == 403
+        assert post(s, "tsreg-" + "1" * 32, "alice", {"token": token})[0] == 404
+        assert post(s, auth_id, "alice", {"action": "approve", "token": token})[0] == 200
+        assert n.conn.wait_for(lambda: held.ended, timeout=30)
+        assert page(s, auth_id, "alice")[0] == 409
+        n.close()
+        for path in ("/admin/ui/", "/admin/ui/app.js", "/admin/ui", "/admin/ui/x.js"):
+            assert s.request("GET", path)[0] in (200, 301, 404)
+        s.stop()
+        log = (authdir / "valgrind.log").read_text()
+        assert "Memcheck" in log and "ERROR SUMMARY" in log, log[-2000:]
+        bad = errors_in(log)
+        assert not bad, "\n\n".join(bad[:5])
+    finally:
+        for m in made:
+            m.stop(check_log=False)
+            shutil.rmtree(m.state, ignore_errors=True)

@@ -150,6 +150,7 @@ static void test_device_and_render(void **state)
     assert_non_null(strstr(html, "value=\"00.ff&quot;\""));
     assert_non_null(strstr(html, "aec0 0352 f7f0 f4b9"));
     assert_non_null(strstr(html, "<form method=\"post\">"));
+    assert_non_null(strstr(html, " UTC</dd>"));              /* link expiry, readable */
     assert_null(strstr(ts_regpage_render_confirm(p, r, "alice", NULL), "<form"));
 
     /* hostile or missing Hostinfo: empty fields, no crash */
