@@ -661,3 +661,33 @@ def test_metrics_sum_over_children(server_factory):
         s.stop()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_metrics_count_login_page_decisions(server_factory):
+    """Approvals and rejections made on the login page are counted like the API's."""
+    import test_login as tl
+    d = pathlib.Path(make_state_dir())
+    os.chmod(d, 0o755)
+    try:
+        s = tl.login_server(server_factory, d, extra="    <Location /metrics>\n"
+                            "        SetHandler ts2021-metrics\n    </Location>")
+        n1, id1, held1 = tl.start_login(s, "golf")
+        st, body = tl.post(s, id1, "alice", {"action": "approve",
+                                             "token": tl.form_token(tl.page(s, id1, "alice")[2])})
+        assert st == 200, body
+        assert n1.conn.wait_for(lambda: held1.ended, timeout=10)
+        n2, id2, held2 = tl.start_login(s, "hotel")
+        st, body = tl.post(s, id2, "bob", {"action": "reject",
+                                           "token": tl.form_token(tl.page(s, id2, "bob")[2])})
+        assert st == 200, body
+        assert n2.conn.wait_for(lambda: held2.ended, timeout=10)
+        m = metrics(s)
+        assert m[("ts2021_registrations_total", 'outcome="approved"')] == 1
+        assert m[("ts2021_registrations_total", 'outcome="rejected"')] == 1
+        assert m[("ts2021_registrations_total", 'outcome="auth_url"')] == 2
+        assert m[("ts2021_registrations_total", 'outcome="authorized"')] == 1   # held1's answer
+        assert m[("ts2021_registrations_total", 'outcome="refused"')] == 1      # held2's answer
+        n1.close()
+        n2.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
