@@ -99,7 +99,7 @@ static int admin_send(request_rec *r, const ts_admin_response_t *res)
     return OK;
 }
 
-static int admin_fail(request_rec *r, int status, const char *code, const char *msg)
+static int admin_answer_error(request_rec *r, int status, const char *code, const char *msg)
 {
     ts_admin_response_t res;
 
@@ -171,32 +171,35 @@ int ts_admin_handler(request_rec *r)
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(11101)
                       "TS2021 admin: cannot tell where the API starts in %s: set "
                       "TS2021AdminBase", r->uri);
-        return admin_fail(r, 500, "config", "the API base is unknown (TS2021AdminBase)");
+        return admin_answer_error(r, 500, "config", "the API base is unknown (TS2021AdminBase)");
     }
     if (!r->user) {
         /* No Require in force: refuse rather than serve the tailnet to anyone. */
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(11102)
                       "TS2021 admin: %s is not protected by authentication (AuthType + "
                       "Require): refused", r->uri);
-        return admin_fail(r, 403, "unprotected", "the admin API needs Apache authentication "
-                          "(AuthType and Require) on its location");
+        return admin_answer_error(r, 403, "unprotected", "the admin API needs Apache "
+                                  "authentication (AuthType and Require) on its location");
     }
     if (conf->enabled != 1 || !conf->tailnet || !conf->dbd) {
-        return admin_fail(r, 503, "not_enabled", "TS2021 is not On on this virtual host");
+        return admin_answer_error(r, 503, "not_enabled", "TS2021 is not On on this virtual host");
     }
     if (admin_read_body(r, &req.body, &req.len, &status) != 0) {
-        return admin_fail(r, status, status == HTTP_REQUEST_ENTITY_TOO_LARGE ? "too_large"
-                          : "bad_request", status == HTTP_REQUEST_ENTITY_TOO_LARGE
-                          ? apr_psprintf(r->pool, "the body is larger than %d bytes",
-                                         TS_ADMIN_BODY_MAX) : "cannot read the body");
+        r->connection->keepalive = AP_CONN_CLOSE;   /* the rest of the body stays unread */
+        if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
+            return admin_answer_error(r, status, "too_large",
+                                      apr_psprintf(r->pool, "the body is larger than %d bytes",
+                                                   TS_ADMIN_BODY_MAX));
+        }
+        return admin_answer_error(r, status, "bad_request", "cannot read the body");
     }
     memset(&env, 0, sizeof(env));
     if (!(env.st = ts_dbd_acquire(r))) {
-        ts_metrics_add(TS_MET_DB_ERRORS, 1);
-        return admin_fail(r, 503, "database", "database unavailable");
+        return admin_answer_error(r, 503, "database", "database unavailable");
     }
     env.conf = conf->tailnet;
     env.now = apr_time_now();
+    env.caller = r->user;
     if (rt) {
         env.online = admin_online;
         env.online_baton = rt;
@@ -269,7 +272,14 @@ static int admin_check_authn(request_rec *r)
     apr_int64_t id = 0;
     int changed = 0;
 
-    if (!dc || dc->admin_api_keys != 1 || !authz || strncasecmp(authz, "Bearer ", 7) != 0) {
+    if (!dc || dc->admin_api_keys != 1) return DECLINED;
+    if (!authz || strncasecmp(authz, "Bearer ", 7) != 0) {
+        /* No other auth configured (keys only): say what is missing, as JSON. */
+        if (!ap_auth_type(r)) {
+            return admin_refuse_key(r, HTTP_UNAUTHORIZED, "key_required",
+                                    "an API key is required (Authorization: Bearer "
+                                    TS_ADMIN_APIKEY_PREFIX "...)");
+        }
         return DECLINED;
     }
     if (!ts_conf(r->server)->dbd || !(st = ts_dbd_acquire(r))) {

@@ -2,6 +2,7 @@
  * ap_dbd_acquire; module threads open and close one per unit of work. */
 #include "mod_ts2021.h"
 #include "mod_ts2021_dbd.h"
+#include "mod_ts2021_metrics.h"
 
 #include <http_log.h>
 #include <apr_optional.h>
@@ -94,6 +95,7 @@ ts_store_t *ts_dbd_acquire(request_rec *r)
     ts_store_t *st;
 
     if (!rec) {
+        ts_metrics_add(TS_MET_DB_ERRORS, 1);
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, APLOGNO(10923)
                       "TS2021: no database connection (check DBDriver/DBDParams)");
         return NULL;
@@ -113,6 +115,7 @@ ts_store_t *ts_dbd_open(apr_pool_t *p, server_rec *s, ap_dbd_t **rec)
         *rec = dbd_open_fn ? dbd_open_fn(p, s) : NULL;
     }
     if (!*rec) {
+        ts_metrics_add(TS_MET_DB_ERRORS, 1);
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, APLOGNO(10924)
                      "TS2021: no database connection (check DBDriver/DBDParams)");
         return NULL;

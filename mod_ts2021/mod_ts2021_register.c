@@ -3,6 +3,7 @@
  * establish (r->user, or TS2021LoginUserVar/Expr) owns the device once confirmed. */
 #include "mod_ts2021.h"
 #include "mod_ts2021_dbd.h"
+#include "mod_ts2021_metrics.h"
 #include "mod_ts2021_notify.h"
 
 #include <http_log.h>
@@ -115,6 +116,7 @@ static int regpage_post(request_rec *r, ts_server_conf *conf, ts_store_t *st,
                                 "registration rejected by %s", login), &err);
         if (rv == APR_SUCCESS) {
             ts_notify_bump();
+            ts_metrics_add(TS_MET_REG_REJECTED, 1);
             ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, APLOGNO(11301)
                           "TS2021 login page: %s rejected by '%s'", auth_id, login);
             return regpage_send(r, HTTP_OK, ts_regpage_render_done(r->pool, NULL, login, 0));
@@ -125,6 +127,7 @@ static int regpage_post(request_rec *r, ts_server_conf *conf, ts_store_t *st,
         if (rv == APR_SUCCESS) {
             /* the waiting client's follow-up is rechecked when the notifier wakes */
             ts_notify_bump();
+            ts_metrics_add(TS_MET_REG_APPROVED, 1);
             rv = ts_store_node_get(st, r->pool, node_id, &n, &err);
         }
         if (rv == APR_SUCCESS) {

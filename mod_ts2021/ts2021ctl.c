@@ -4,6 +4,7 @@
 #include "ts_routes.h"
 #include "ts_register.h"
 #include "ts_names.h"
+#include "ts_admin.h"
 
 #include <apr_general.h>
 #include <apr_strings.h>
@@ -412,6 +413,105 @@ static int cmd_keys_expire(ctl_t *c)
     }
     if (c->json) return print_json(key_json(c, k));
     printf("pre-auth key %" APR_INT64_T_FMT " (%s) expired at %s\n", k->id, k->prefix,
+           time_text(c->p, k->expiration, ""));
+    return 0;
+}
+
+/* ---- admin API keys ---- */
+
+static json_t *apikey_json(ctl_t *c, const ts_api_key_t *k)
+{
+    apr_time_t now = apr_time_now();
+
+    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:s}", "id", (json_int_t)k->id,
+                     "prefix", k->prefix, "expiration", json_time(c->p, k->expiration),
+                     "last_seen", json_time(c->p, k->last_seen),
+                     "created", json_time(c->p, k->created_at),
+                     "status", k->expiration && k->expiration <= now ? "expired" : "valid");
+}
+
+static int cmd_apikeys_create(ctl_t *c)
+{
+    ts_api_key_t k;
+    const char *secret, *text, *err = NULL, *exp = ctl_opt(c, "expiration");
+    apr_interval_time_t ttl = exp ? ctl_parse_duration(exp) : apr_time_from_sec(90 * 86400);
+
+    if (want_args(c, 0, "[--expiration DURATION]")) return EXIT_USAGE;
+    if (ttl < 0) return ctl_fail(EXIT_USAGE, "--expiration: '%s' is not a duration (1h, 90d)", exp);
+    memset(&k, 0, sizeof(k));
+    k.expiration = ttl ? apr_time_now() + ttl : 0;
+    if (ts_admin_apikey_generate(c->p, &k.prefix, &secret, &text) != APR_SUCCESS) {
+        return ctl_fail(1, "cannot generate a key (libsodium)");
+    }
+    if (ts_store_api_key_create(c->st, c->p, &k, secret, &err) != APR_SUCCESS) {
+        return ctl_fail(1, "%s", err);
+    }
+    if (c->json) {
+        json_t *j = apikey_json(c, &k);
+        json_object_set_new(j, "key", json_string(text));
+        return print_json(j);
+    }
+    printf("%s\n", text);
+    fprintf(stderr, "API key %" APR_INT64_T_FMT " created; it is shown only this once\n", k.id);
+    return 0;
+}
+
+static int cmd_apikeys_list(ctl_t *c)
+{
+    apr_array_header_t *keys, *rows = apr_array_make(c->p, 8, sizeof(char **));
+    const char *err = NULL, **r;
+    json_t *out = json_array();
+    int i;
+
+    if (want_args(c, 0, "")) return EXIT_USAGE;
+    if (ts_store_api_key_list(c->st, c->p, &keys, &err) != APR_SUCCESS) {
+        json_decref(out);
+        return ctl_fail(1, "%s", err);
+    }
+    r = row_new(rows, 5);
+    r[0] = "ID", r[1] = "PREFIX", r[2] = "EXPIRATION", r[3] = "LAST SEEN", r[4] = "STATUS";
+    for (i = 0; i < keys->nelts; i++) {
+        ts_api_key_t *k = APR_ARRAY_IDX(keys, i, ts_api_key_t *);
+        json_array_append_new(out, apikey_json(c, k));
+        r = row_new(rows, 5);
+        r[0] = apr_psprintf(c->p, "%" APR_INT64_T_FMT, k->id);
+        r[1] = k->prefix;
+        r[2] = time_text(c->p, k->expiration, "never");
+        r[3] = time_text(c->p, k->last_seen, "never");
+        r[4] = k->expiration && k->expiration <= apr_time_now() ? "expired" : "valid";
+    }
+    if (c->json) return print_json(out);
+    json_decref(out);
+    print_table(rows, 5);
+    return 0;
+}
+
+static int cmd_apikeys_expire(ctl_t *c)
+{
+    apr_array_header_t *keys;
+    ts_api_key_t *k = NULL;
+    const char *err = NULL, *which;
+    apr_time_t now = apr_time_now();
+    int i;
+
+    if (want_args(c, 1, "ID|PREFIX")) return EXIT_USAGE;
+    which = arg(c, 0);
+    if (ts_store_api_key_list(c->st, c->p, &keys, &err) != APR_SUCCESS) {
+        return ctl_fail(1, "%s", err);
+    }
+    for (i = 0; i < keys->nelts && !k; i++) {
+        ts_api_key_t *x = APR_ARRAY_IDX(keys, i, ts_api_key_t *);
+        if ((is_number(which) && x->id == apr_atoi64(which)) || !strcmp(x->prefix, which)) k = x;
+    }
+    if (!k) return ctl_fail(1, "no API key '%s'", which);
+    if (!k->expiration || k->expiration > now) {
+        k->expiration = now;
+        if (ts_store_api_key_update(c->st, c->p, k, &err) != APR_SUCCESS) {
+            return ctl_fail(1, "%s", err);
+        }
+    }
+    if (c->json) return print_json(apikey_json(c, k));
+    printf("API key %" APR_INT64_T_FMT " (%s) expired at %s\n", k->id, k->prefix,
            time_text(c->p, k->expiration, ""));
     return 0;
 }
@@ -830,6 +930,14 @@ static const cmd_def_t COMMANDS[] = {
       "Lists pre-auth keys (never their secrets).", { "user" } },
     { "preauthkeys", "expire", cmd_keys_expire, "ID|PREFIX",
       "Makes a pre-auth key expire now.", { NULL } },
+    { "apikeys", "create", cmd_apikeys_create, "[--expiration DURATION]",
+      "Creates an admin API key (Authorization: Bearer, see docs/admin.md) and prints it, "
+      "once (only its hash is stored). Default expiration 90d; 0 means never.",
+      { "expiration" } },
+    { "apikeys", "list", cmd_apikeys_list, "", "Lists admin API keys (never their secrets).",
+      { NULL } },
+    { "apikeys", "expire", cmd_apikeys_expire, "ID|PREFIX", "Makes an admin API key expire now.",
+      { NULL } },
     { "nodes", "list", cmd_nodes_list, "[--user USER]", "Lists nodes.", { "user" } },
     { "nodes", "show", cmd_nodes_show, "ID|NAME",
       "Shows one node with its keys, routes and Hostinfo.", { NULL } },
@@ -861,7 +969,7 @@ static int usage(FILE *out, const char *group, int code)
     int i;
 
     fprintf(out, "usage: ts2021ctl [options] %s COMMAND [arguments]\n\n",
-            group ? group : "users|preauthkeys|nodes");
+            group ? group : "users|preauthkeys|apikeys|nodes");
     for (i = 0; COMMANDS[i].group; i++) {
         if (!group || !strcmp(group, COMMANDS[i].group)) {
             fprintf(out, "  %s %s%s%s\n", COMMANDS[i].group, COMMANDS[i].verb,

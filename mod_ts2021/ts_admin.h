@@ -24,6 +24,7 @@ typedef struct ts_admin_env_t {
     const ts_tailnet_conf_t *conf;  /* server_url, base_domain, registration defaults */
     const char *version;            /* for /info; NULL: this build's PACKAGE_VERSION */
     apr_time_t now;
+    const char *caller;             /* who is asking (REMOTE_USER), shown by /info */
     /* Presence: 1 online, 0 offline; NULL callback: unknown (null in JSON). */
     int (*online)(void *baton, apr_int64_t node_id);
     void *online_baton;

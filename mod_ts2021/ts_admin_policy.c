@@ -12,6 +12,7 @@ char *ts_admin_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t le
     char *out = apr_palloc(p, len + 1);
     apr_size_t i, last_comma = (apr_size_t)-1;
     int in_string = 0, cur_line = 1;
+    char last_sig = '\0';          /* the last significant character before a comma */
 
     memcpy(out, text, len);
     out[len] = '\0';
@@ -26,14 +27,11 @@ char *ts_admin_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t le
             }
             else if (c == '"' || c == '\n') {
                 in_string = 0;
+                last_sig = '"';
             }
             continue;
         }
-        if (c == '"') {
-            in_string = 1;
-            last_comma = (apr_size_t)-1;
-        }
-        else if (c == '/' && i + 1 < len && out[i + 1] == '/') {
+        if (c == '/' && i + 1 < len && out[i + 1] == '/') {
             for (; i < len && out[i] != '\n'; i++) out[i] = ' ';
             if (i < len) cur_line++;
         }
@@ -53,14 +51,18 @@ char *ts_admin_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t le
             i++;
         }
         else if (c == ',') {
-            last_comma = i;
+            /* a trailing comma only after a value: "[,]" and "{,}" stay errors */
+            last_comma = (last_sig && !strchr("{[,:", last_sig)) ? i : (apr_size_t)-1;
+            last_sig = ',';
         }
-        else if ((c == '}' || c == ']') && last_comma != (apr_size_t)-1) {
-            out[last_comma] = ' ';
-            last_comma = (apr_size_t)-1;
+        else if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+            continue;
         }
-        else if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+        else {
+            if ((c == '}' || c == ']') && last_comma != (apr_size_t)-1) out[last_comma] = ' ';
             last_comma = (apr_size_t)-1;
+            last_sig = c;
+            if (c == '"') in_string = 1;
         }
     }
     return out;

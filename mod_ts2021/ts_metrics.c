@@ -124,8 +124,8 @@ const char *ts_metrics_render(apr_pool_t *p, const ts_metrics_snapshot_t *s)
             }
         }
     }
-    EMIT("# HELP ts2021_delta_fanout_seconds Time from the notifier waking on a change to the "
-         "last delta frame handed to a connection, per round that sent deltas.\n"
+    EMIT("# HELP ts2021_delta_fanout_seconds Time from the start of a notifier round after a "
+         "change (debounce excluded) to the last delta frame handed to a connection.\n"
          "# TYPE ts2021_delta_fanout_seconds histogram\n");
     for (i = 0; i <= TS_METRICS_FANOUT_BUCKETS; i++) {
         cum += s->fanout_bucket[i];

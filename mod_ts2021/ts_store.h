@@ -7,6 +7,7 @@
 #include <apr_errno.h>
 #include <apr_time.h>
 #include <apr_tables.h>
+#include <apr_hash.h>
 #include <apr_dbd.h>
 
 /* Bumped by every schema change; ts_store_schema_apply migrates up to it and refuses newer. */
@@ -273,6 +274,10 @@ apr_status_t ts_store_node_delete(ts_store_t *st, apr_pool_t *p, apr_int64_t id,
 /* Routes of a node as ts_route_t values (not pointers), by prefix; empty if none. */
 apr_status_t ts_store_node_routes_get(ts_store_t *st, apr_pool_t *p, apr_int64_t node_id,
                                       apr_array_header_t **routes, const char **err);
+/* Every node's routes: apr_int64_t node id -> apr_array_header_t of ts_route_t (by prefix);
+ * nodes without routes are absent. */
+apr_status_t ts_store_node_routes_all(ts_store_t *st, apr_pool_t *p, apr_hash_t **by_node,
+                                      const char **err);
 /* Replaces all routes of a node (ts_route_t values) in one transaction. */
 apr_status_t ts_store_node_routes_set(ts_store_t *st, apr_pool_t *p, apr_int64_t node_id,
                                       const apr_array_header_t *routes, const char **err);

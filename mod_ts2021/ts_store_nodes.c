@@ -77,6 +77,11 @@ static const ts_stmt_def_t SQL_ROUTE_LIST = {
     "SELECT prefix, advertised, approved FROM node_routes WHERE node_id = %lld ORDER BY prefix",
     NULL
 };
+static const ts_stmt_def_t SQL_ROUTE_LIST_ALL = {
+    "route_list_all", "route",
+    "SELECT node_id, prefix, advertised, approved FROM node_routes ORDER BY node_id, prefix",
+    NULL
+};
 static const ts_stmt_def_t SQL_KEY_FOR_USE = {
     "preauth_key_for_use", "pre-auth key",
     "SELECT reusable, used, revoked, expiration FROM pre_auth_keys WHERE id = %lld", NULL
@@ -762,6 +767,36 @@ apr_status_t ts_store_node_routes_get(ts_store_t *st, apr_pool_t *p, apr_int64_t
         r->prefix = TS_ROW(rows, i)[0];
         r->advertised = ts_store__int(TS_ROW(rows, i)[1]);
         r->approved = ts_store__int(TS_ROW(rows, i)[2]);
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t ts_store_node_routes_all(ts_store_t *st, apr_pool_t *p, apr_hash_t **by_node,
+                                      const char **err)
+{
+    apr_array_header_t *rows, *routes = NULL;
+    apr_int64_t last = 0;
+    apr_status_t rv = ts_store__select(st, p, &SQL_ROUTE_LIST_ALL, NULL, &rows, err);
+    int i;
+
+    *by_node = apr_hash_make(p);
+    if (rv != APR_SUCCESS) {
+        *err = apr_psprintf(p, "reading routes: %s", *err);
+        return rv;
+    }
+    for (i = 0; i < rows->nelts; i++) {
+        apr_int64_t id = ts_store__i64(TS_ROW(rows, i)[0]);
+        ts_route_t *r;
+        if (!routes || id != last) {
+            apr_int64_t *key = apr_palloc(p, sizeof(*key));
+            *key = last = id;
+            routes = apr_array_make(p, 2, sizeof(ts_route_t));
+            apr_hash_set(*by_node, key, sizeof(*key), routes);
+        }
+        r = &APR_ARRAY_PUSH(routes, ts_route_t);
+        r->prefix = TS_ROW(rows, i)[1];
+        r->advertised = ts_store__int(TS_ROW(rows, i)[2]);
+        r->approved = ts_store__int(TS_ROW(rows, i)[3]);
     }
     return APR_SUCCESS;
 }

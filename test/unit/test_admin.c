@@ -259,6 +259,21 @@ static void test_registrations_and_nodes(void **state)
     j = ax_ok(&a, "GET", "/registrations", NULL, 200);
     assert_int_equal(json_array_size(json_object_get(j, "registrations")), 0);
     json_decref(j);
+    {   /* an expired entry is neither listed nor answered */
+        ts_registration_t g;
+        const char *err = NULL;
+        memset(&g, 0, sizeof(g));
+        g.auth_id = "tsreg-00000000000000000000000000000001";
+        g.machine_key = "mkey:" MKEY_A;
+        g.node_key = NKEY_A;
+        g.expires_at = apr_time_now() - apr_time_from_sec(1);
+        ASSERT_RV(APR_SUCCESS, ts_store_registration_create(fx->st, fx->pool, &g, &err));
+        j = ax_ok(&a, "GET", "/registrations", NULL, 200);
+        assert_int_equal(json_array_size(json_object_get(j, "registrations")), 0);
+        json_decref(j);
+        ax_err(&a, "POST", "/registrations/tsreg-00000000000000000000000000000001/approve",
+               "{\"user\":\"nina\"}", "application/json", 1, 404, "not_found");
+    }
 
     /* nodes */
     j = ax_ok(&a, "PATCH", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT, node_id),
@@ -278,6 +293,32 @@ static void test_registrations_and_nodes(void **state)
     assert_true(json_is_true(json_object_get(r, "approved")));
     assert_true(json_is_false(json_object_get(r, "advertised")));
     json_decref(j);
+    j = ax_ok(&a, "GET", "/nodes", NULL, 200);
+    r = json_array_get(json_object_get(json_array_get(json_object_get(j, "nodes"), 0),
+                                       "routes"), 0);
+    assert_string_equal(json_string_value(json_object_get(r, "prefix")), "10.0.0.0/8");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(
+        json_object_get(j, "nodes"), 0), "user")), "nina");
+    json_decref(j);
+    j = ax_ok(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes",
+                                       node_id), "{\"approved\":[\"0.0.0.0/0\"]}", 200);
+    /* an exit route is approved for both families, and the listed subnet only */
+    assert_int_equal(json_array_size(json_object_get(j, "routes")), 2);
+    r = json_array_get(json_object_get(j, "routes"), 0);
+    assert_string_equal(json_string_value(json_object_get(r, "prefix")), "0.0.0.0/0");
+    assert_true(json_is_true(json_object_get(r, "exit")));
+    assert_true(json_is_true(json_object_get(r, "approved")));
+    r = json_array_get(json_object_get(j, "routes"), 1);
+    assert_string_equal(json_string_value(json_object_get(r, "prefix")), "::/0");
+    json_decref(j);
+    before = rx_gen(fx);
+    j = ax_ok(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes",
+                                       node_id), "{\"approved\":[\"::/0\",\"0.0.0.0/0\"]}",
+              200);
+    json_decref(j);
+    assert_int_equal(rx_gen(fx), before);      /* the same set: nothing written */
+    ax_err(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes", node_id),
+           "{\"approved\":[\"10.0.0.0/33\"]}", "application/json", 1, 400, "invalid");
     j = ax_ok(&a, "POST", apr_psprintf(fx->pool, "/nodes/%" APR_INT64_T_FMT "/routes",
                                        node_id), "{\"approved\":[]}", 200);
     assert_int_equal(json_array_size(json_object_get(j, "routes")), 0);   /* unadvertised: gone */
@@ -377,6 +418,33 @@ static void test_policy_store(void **state)
     json_decref(j);
 }
 
+static int hook_calls;
+
+static void count_hook(void)
+{
+    hook_calls++;
+}
+
+/* The metrics' DB error counter: called for a real database error, not for a duplicate. */
+static void test_store_error_hook(void **state)
+{
+    FX_REQUIRE(state);
+    ax_t a;
+    apr_array_header_t *users;
+    const char *err = NULL;
+
+    ax_init(&a, fx);
+    hook_calls = 0;
+    ts_store_set_error_hook(count_hook);
+    rx_user(fx, "dup");
+    ax_err(&a, "POST", "/users", "{\"name\":\"dup\"}", "application/json", 1, 409, "conflict");
+    assert_int_equal(hook_calls, 0);
+    fx_exec(fx, "DROP TABLE api_keys");
+    assert_int_not_equal(ts_store_api_key_list(fx->st, fx->pool, &users, &err), APR_SUCCESS);
+    ts_store_set_error_hook(NULL);
+    assert_true(hook_calls >= 1);
+}
+
 /* ---- no database ---- */
 
 static void check_policy(const char *text, int ok, int line)
@@ -414,6 +482,10 @@ static void test_policy_hujson(void **state)
     check_policy("{\"a\":1,\"a\":2}", 0, 1);
     check_policy("", 0, 1);
     check_policy("{},", 0, 1);
+    check_policy("{\n,}", 0, 2);
+    check_policy("{\"a\": [,]}", 0, 1);
+    check_policy("{\"a\": [1,,]}", 0, 1);
+    check_policy("{\"a\": [1 /* c */ , // d\n ], }", 1, 0);
 }
 
 static void test_metrics_text(void **state)
@@ -482,6 +554,7 @@ int main(void)
         BOTH(test_registrations_and_nodes),
         BOTH(test_api_keys),
         BOTH(test_policy_store),
+        BOTH(test_store_error_hook),
         cmocka_unit_test(test_policy_hujson),
         cmocka_unit_test(test_metrics_text),
         cmocka_unit_test(test_register_outcomes),
