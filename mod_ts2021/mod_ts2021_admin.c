@@ -200,6 +200,8 @@ int ts_admin_handler(request_rec *r)
     env.conf = conf->tailnet;
     env.now = apr_time_now();
     env.caller = r->user;
+    env.policy_file = conf->policy_file;
+    env.policy_file_text = conf->policy_text;
     if (rt) {
         env.online = admin_online;
         env.online_baton = rt;

@@ -31,6 +31,9 @@ typedef struct ts_admin_env_t {
     /* Validates a policy text; NULL: ts_admin_policy_check. */
     apr_status_t (*policy_check)(apr_pool_t *p, const char *text, apr_size_t len,
                                  apr_array_header_t **errors);
+    /* TS2021PolicyFile: its path and text when set (the file is in force, PUT is refused). */
+    const char *policy_file;
+    const char *policy_file_text;
 } ts_admin_env_t;
 
 typedef struct ts_admin_request_t {
@@ -87,16 +90,10 @@ typedef struct ts_admin_policy_error_t {
     const char *message;
 } ts_admin_policy_error_t;
 
-/* The policy check used until the policy compiler takes its place: the text must be a
- * HuJSON object (JSON with // and block comments and trailing commas). APR_SUCCESS, or
- * APR_EINVAL with ts_admin_policy_error_t values in *errors. */
+/* The policy compiler's parse and static validation (ts_policy_parse: HuJSON, sections,
+ * groups, tags, rules, tests that need no tailnet). APR_SUCCESS, or APR_EINVAL with
+ * ts_admin_policy_error_t values in *errors. */
 apr_status_t ts_admin_policy_check(apr_pool_t *p, const char *text, apr_size_t len,
                                    apr_array_header_t **errors);
-
-/* HuJSON to JSON with the same line and column of every remaining character: comments and
- * trailing commas become spaces. Returns a NUL-terminated copy from p; *open_comment is 1
- * when a block comment is not closed (its line in *line). */
-char *ts_admin_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t len,
-                                  int *open_comment, int *line);
 
 #endif

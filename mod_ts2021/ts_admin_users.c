@@ -169,15 +169,24 @@ static int policy_get(admin_ctx_t *c)
 {
     ts_store_policy_t *pol = NULL;
     const char *err = NULL;
-    apr_status_t rv = ts_store_policy_get(c->env->st, c->p, &pol, &err);
+    apr_status_t rv;
 
+    if (c->env->policy_file) {
+        return admin_reply(c, 200, json_pack("{s:o, s:n, s:n, s:s, s:s}", "policy",
+                                             admin_jtext(c->env->policy_file_text), "id",
+                                             "updated", "source", "file",
+                                             "file", c->env->policy_file));
+    }
+    rv = ts_store_policy_get(c->env->st, c->p, &pol, &err);
     if (rv == TS_STORE_ENOTFOUND) {
-        return admin_reply(c, 200, json_pack("{s:n, s:n, s:n}", "policy", "id", "updated"));
+        return admin_reply(c, 200, json_pack("{s:n, s:n, s:n, s:s}", "policy", "id", "updated",
+                                             "source", "none"));
     }
     if (rv != APR_SUCCESS) return admin_store_fail(c, rv, err);
-    return admin_reply(c, 200, json_pack("{s:s, s:I, s:o}", "policy", pol->data, "id",
-                                   (json_int_t)pol->id,
-                                   "updated", admin_jtime(c->p, pol->created_at)));
+    return admin_reply(c, 200, json_pack("{s:s, s:I, s:o, s:s}", "policy", pol->data, "id",
+                                         (json_int_t)pol->id,
+                                         "updated", admin_jtime(c->p, pol->created_at),
+                                         "source", "database"));
 }
 
 static int policy_put(admin_ctx_t *c)
@@ -190,6 +199,11 @@ static int policy_put(admin_ctx_t *c)
     json_t *list;
     int i;
 
+    if (c->env->policy_file) {
+        return admin_fail(c, 409, "policy_from_file", "the policy in force is read from "
+                          "TS2021PolicyFile %s: change that file (and restart gracefully)",
+                          c->env->policy_file);
+    }
     if (len == 0) return admin_fail(c, 400, "invalid", "the policy is empty");
     rv = (c->env->policy_check ? c->env->policy_check : ts_admin_policy_check)(c->p, text, len,
                                                                               &errors);

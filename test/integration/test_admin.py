@@ -70,7 +70,7 @@ class Admin:
         return out
 
 
-def admin_conf(tmp_path):
+def admin_conf(tmp_path, extra_text=""):
     """Config files in tmp_path, which Apache's children (maybe another user) can read."""
     tmp_path = pathlib.Path(tmp_path)
     pw = tmp_path / "htpasswd"
@@ -85,6 +85,7 @@ def admin_conf(tmp_path):
     extra.write_text(f"""    TS2021DERPMapFile {DERP}
     TS2021BaseDomain tail.example.test
     TS2021OfflineGrace 1
+{extra_text}
     <Location {API}>
         SetHandler ts2021-admin
         AuthType Basic
@@ -446,11 +447,11 @@ POLICY = """// the tailnet policy
 
 def test_policy(admin_server):
     a = Admin(admin_server)
-    assert a.get("/policy") == {"policy": None, "id": None, "updated": None}
+    assert a.get("/policy") == {"policy": None, "id": None, "updated": None, "source": "none"}
     out = a.ok("PUT", "/policy", raw=POLICY.encode(), ctype="application/hujson")
     assert out["id"] > 0
     got = a.get("/policy")
-    assert got["policy"] == POLICY and got["id"] == out["id"]
+    assert got["policy"] == POLICY and got["id"] == out["id"] and got["source"] == "database"
     bad = '{\n  "acls": [\n    {"action": "accept",, }\n  ]\n}\n'
     st, _, out = a.call("PUT", "/policy", raw=bad.encode(), ctype="text/plain")
     assert st == 400 and error_of(out) == "policy_invalid"
@@ -459,6 +460,10 @@ def test_policy(admin_server):
     assert st == 400 and out["errors"][0]["line"] == 1
     st, _, out = a.call("PUT", "/policy", raw=b"[1]", ctype="application/json")
     assert st == 400
+    # the compiler's checks, not only the syntax: an unsupported action, by line
+    st, _, out = a.call("PUT", "/policy", raw=b'{\n  "acls": [\n    {"action": "deny", '
+                        b'"src": ["*"], "dst": ["*:*"]}\n  ]\n}', ctype="text/plain")
+    assert st == 400 and out["errors"][0]["line"] == 3 and "deny" in out["errors"][0]["message"]
     st, _, out = a.call("PUT", "/policy", raw=POLICY.encode(), ctype="image/png")
     assert st == 415
     st, _, out = a.call("PUT", "/policy", raw=POLICY.encode(), ctype="text/plain", csrf=False)
@@ -689,5 +694,24 @@ def test_metrics_count_login_page_decisions(server_factory):
         assert m[("ts2021_registrations_total", 'outcome="refused"')] == 1      # held2's answer
         n1.close()
         n2.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_policy_from_file_is_shown_and_not_overwritten(server_factory):
+    d = make_state_dir()
+    try:
+        pol = os.path.join(d, "policy.hujson")
+        with open(pol, "w") as f:
+            f.write(POLICY)
+        os.chmod(pol, 0o644)
+        s = server_factory(extra_args=admin_conf(d, extra_text=f"    TS2021PolicyFile {pol}"))
+        a = Admin(s)
+        got = a.get("/policy")
+        assert got["source"] == "file" and got["file"] == pol and got["policy"] == POLICY
+        st, _, out = a.call("PUT", "/policy", raw=b"{}", ctype="text/plain")
+        assert st == 409 and error_of(out) == "policy_from_file"
+        assert a.get("/policy")["policy"] == POLICY
+        s.stop()
     finally:
         shutil.rmtree(d, ignore_errors=True)
