@@ -715,3 +715,35 @@ def test_policy_from_file_is_shown_and_not_overwritten(server_factory):
         s.stop()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def admin_doc_block(name):
+    """The ```apache block after '<!-- config: NAME -->' in docs/admin.md."""
+    text = open(os.path.join(conftest.TOP, "docs", "admin.md")).read()
+    m = re.search(r"<!-- config: " + name + r" -->\s*```apache\n(.*?)```", text, re.S)
+    assert m, name
+    return m.group(1)
+
+
+@pytest.mark.parametrize("name,mods", [
+    ("basic", ("auth_basic", "authn_file", "authz_user")),
+    ("ldap", ("auth_basic", "ldap", "authnz_ldap")),
+    ("apikeys", ("auth_basic", "authn_file", "authz_user")),
+    ("metrics", ("authz_host",)),
+])
+def test_docs_admin_configs_pass_configtest(name, mods):
+    state = make_state_dir()
+    try:
+        path = conftest.Server(state, "sqlite", None).config_only()
+        text = open(path).read()
+        assert "TS2021 On" in text
+        secret = os.path.join(state, "ldap-bind-password")    # exec: runs at config time
+        with open(secret, "w") as f:
+            f.write("not-a-real-password\n")
+        block = admin_doc_block(name).replace("/etc/apache2/ldap-bind-password", secret)
+        load = "".join(f"LoadModule {m}_module {MODULES}/mod_{m}.so\n" for m in mods)
+        open(path, "w").write(load + text.replace("TS2021 On", "TS2021 On\n" + block, 1))
+        r = subprocess.run([conftest.APACHE, "-t", "-f", path], capture_output=True, text=True)
+        assert r.returncode == 0 and "Syntax OK" in r.stdout + r.stderr, r.stderr
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
