@@ -245,8 +245,6 @@ static void apply_owner(reg_ctx_t *c, ts_node_t *n, const reg_owner_t *o)
     }
 }
 
-/* ---- writes ---- */
-
 /* ---- unique values, chosen inside the write transaction ---- */
 
 static apr_status_t probe_ip(void *baton, int family, const char *ip, int *used)
@@ -336,6 +334,8 @@ static apr_status_t fill_tx(ts_store_tx_t *tx, ts_node_t *n, void *baton)
     }
     return rv;
 }
+
+/* ---- writes ---- */
 
 static apr_status_t create_once(reg_ctx_t *c, ts_ipalloc_t *a, const reg_owner_t *o,
                                 ts_node_t **out)

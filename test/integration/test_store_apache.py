@@ -119,7 +119,7 @@ def test_store_from_a_request_and_from_a_module_thread(server_factory, tmp_path)
         assert st == 200 and headers["content-type"] == "application/json"
         info = json.loads(body)
         assert info == {"driver": "sqlite3" if s.db == "sqlite" else "mysql",
-                        "schemaVersion": 1, "generation": g}
+                        "schemaVersion": SCHEMA_VERSION, "generation": g}
         c = connect(s)
         r = c.request("GET", "/ts2021-test/db")
         assert r.status == 200 and json.loads(bytes(r.body)) == {"generation": g}

@@ -441,7 +441,7 @@ static void test_request_dispatch_and_respond(void **state)
     assert_int_equal(d->body_len, 0);
 
     /* answered later, in the other order, from outside the callback */
-    assert_int_equal(ts_conn_respond(W.conn, g, 404, "text/plain", (const uint8_t *)"no", 2),
+    assert_int_equal(ts_conn_respond(W.conn, g, 503, "text/plain", (const uint8_t *)"no", 2),
                      APR_SUCCESS);
     assert_int_equal(ts_conn_respond(W.conn, p, 200, "application/json",
                                      (const uint8_t *)answer, strlen(answer)), APR_SUCCESS);
@@ -455,8 +455,10 @@ static void test_request_dispatch_and_respond(void **state)
     assert_int_equal(c->content_length, (long long)strlen(answer));
     assert_true(c->ended);
     assert_body(c, answer, strlen(answer));
+    assert_string_equal(c->retry_after, "");
     c = cstream(&H, g);
-    assert_int_equal(c->status, 404);
+    assert_int_equal(c->status, 503);         /* passing contention: says when to come back */
+    assert_string_equal(c->retry_after, TS_CONN_RETRY_AFTER_S);
     assert_string_equal(c->content_type, "text/plain");
     assert_body(c, "no", 2);
     assert_true(c->ended);

@@ -87,6 +87,7 @@ typedef struct {                /* what the client saw on one stream */
     int32_t id;
     int status;
     char content_type[64];
+    char retry_after[16];
     long long content_length;
     uint8_t *body;
     size_t len, cap;
@@ -268,6 +269,8 @@ static int c_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t
         copy_str(c->content_type, sizeof(c->content_type), (const char *)value);
     else if (!strcmp((const char *)name, "content-length"))
         c->content_length = atoll((const char *)value);
+    else if (!strcmp((const char *)name, "retry-after"))
+        copy_str(c->retry_after, sizeof(c->retry_after), (const char *)value);
     return 0;
 }
 
