@@ -809,8 +809,9 @@ int ts_tailnet_stream_ready(ts_tailnet_rt *rt, machine_stream *ms, uint8_t *fram
     return 1;
 }
 
-/* Spare scratch sets kept per tailnet (each holds about one full map of JSON). */
-#define STREAM_SPARE_SCRATCH  4
+/* Scratch sets per tailnet (each holds about one full map of JSON, its compressed frame
+ * and a zstd context): full maps compressed at once, all kept for reuse. */
+#define STREAM_SPARE_SCRATCH  2
 
 static void scratch_destroy(ts_tailnet_scratch *sc)
 {
@@ -824,7 +825,9 @@ ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
 {
     ts_tailnet_scratch *sc;
 
+    while (rt->scratch_out >= STREAM_SPARE_SCRATCH) apr_thread_cond_wait(rt->scratch_cv, rt->mu);
     if (rt->spare_scratch->nelts) {
+        rt->scratch_out++;
         return *(ts_tailnet_scratch **)apr_array_pop(rt->spare_scratch);
     }
     if (!(sc = calloc(1, sizeof(*sc)))) return NULL;
@@ -834,12 +837,15 @@ ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
         scratch_destroy(sc);
         return NULL;
     }
+    rt->scratch_out++;
     return sc;
 }
 
 void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 {
     if (!sc) return;
+    rt->scratch_out--;
+    apr_thread_cond_signal(rt->scratch_cv);
     if (rt->spare_scratch->nelts >= STREAM_SPARE_SCRATCH) {
         scratch_destroy(sc);
         return;
@@ -938,6 +944,7 @@ static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int inde
     rt->spare_scratch = apr_array_make(p, STREAM_SPARE_SCRATCH, sizeof(ts_tailnet_scratch *));
     if (apr_thread_mutex_create(&rt->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
         || apr_thread_mutex_create(&rt->close_mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
+        || apr_thread_cond_create(&rt->scratch_cv, p) != APR_SUCCESS
         || ts_map_create(&rt->map, p) != APR_SUCCESS
         || ts_mapframe_enc_create(&rt->enc, p, 0) != APR_SUCCESS
         || ts_map_set_conf(rt->map, rt->conf, p, &err) != APR_SUCCESS) {
