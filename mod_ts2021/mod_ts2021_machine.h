@@ -76,6 +76,10 @@ typedef struct ts_tailnet_rt {
     int nstreams;
     apr_array_header_t *spare_scratch;  /* ts_tailnet_scratch *, for maps off the lock */
     int scratch_out;                /* scratch sets taken (full maps being compressed) */
+    apr_uint32_t maps_built;        /* full maps sent (for trimming the heap after a burst) */
+    apr_uint32_t maps_trimmed;      /* maps_built at the last trim */
+    apr_uint32_t maps_seen;         /* maps_built at the notifier's last round */
+    apr_time_t next_trim;
     apr_thread_cond_t *scratch_cv;  /* signalled (with mu) when one is given back */
     int behind;                     /* the last round stopped short of the generation */
     machine_waiter *waiters;

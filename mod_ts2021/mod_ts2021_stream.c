@@ -11,6 +11,9 @@
 #include <apr_strings.h>
 #include <sodium.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "ts_register.h"
 
@@ -845,6 +848,7 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 {
     if (!sc) return;
     rt->scratch_out--;
+    rt->maps_built++;
     apr_thread_cond_signal(rt->scratch_cv);
     if (rt->spare_scratch->nelts >= STREAM_SPARE_SCRATCH) {
         scratch_destroy(sc);
@@ -855,6 +859,30 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 }
 
 /* ---- the notifier's round ---- */
+
+/* After a burst of full maps (a cold start: thousands of multi-MB JSON buffers and frames
+ * queued for clients, freed on other threads) glibc keeps the freed pages; once the burst is
+ * over (no map for a round, none being built), give them back. At most every 5 s. */
+static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
+{
+    int trim = 0;
+
+    apr_thread_mutex_lock(rt->mu);
+    if (rt->maps_built != rt->maps_trimmed && !rt->scratch_out && now >= rt->next_trim) {
+        if (rt->maps_built == rt->maps_seen) {      /* quiet since the last round */
+            rt->maps_trimmed = rt->maps_built;
+            rt->next_trim = now + apr_time_from_sec(5);
+            trim = 1;
+        }
+    }
+    rt->maps_seen = rt->maps_built;
+    apr_thread_mutex_unlock(rt->mu);
+#ifdef __GLIBC__
+    if (trim) malloc_trim(0);
+#else
+    (void)trim;
+#endif
+}
 
 static void tailnet_round(void *baton, int changed)
 {
@@ -898,6 +926,7 @@ static void tailnet_round(void *baton, int changed)
     if (rec) ts_dbd_close(rt->s, rec);
     fan_out(rt, p, now);
     apr_pool_destroy(p);
+    heap_trim(rt, now);
 }
 
 /* ---- per child ---- */
