@@ -5,6 +5,7 @@
 
 #include "mod_ts2021_conn.h"
 #include <apr_hash.h>
+#include <apr_thread_cond.h>
 #include "ts_map.h"
 #include "ts_mapframe.h"
 
@@ -74,6 +75,12 @@ typedef struct ts_tailnet_rt {
     machine_stream *streams;
     int nstreams;
     apr_array_header_t *spare_scratch;  /* ts_tailnet_scratch *, for maps off the lock */
+    int scratch_out;                /* scratch sets taken (full maps being compressed) */
+    apr_uint32_t maps_built;        /* full maps sent (for trimming the heap after a burst) */
+    apr_uint32_t maps_trimmed;      /* maps_built at the last trim */
+    apr_uint32_t maps_seen;         /* maps_built at the notifier's last round */
+    apr_time_t next_trim;
+    apr_thread_cond_t *scratch_cv;  /* signalled (with mu) when one is given back */
     int behind;                     /* the last round stopped short of the generation */
     machine_waiter *waiters;
     apr_array_header_t *offline_due;     /* apr_int64_t node ids whose last stream ended */
@@ -124,7 +131,9 @@ typedef struct ts_tailnet_scratch {
     size_t out_cap;
 } ts_tailnet_scratch;
 /* Under rt->mu: a scratch set for use after unlocking; give it back (under rt->mu) when
- * done (its pool is cleared then). NULL if out of memory. */
+ * done (its pool is cleared then). At most a few are out at once per tailnet (waiting for
+ * one releases rt->mu): compressing more maps at once than there are cores only holds
+ * more multi-MB buffers. NULL if out of memory. */
 ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt);
 void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc);
 

@@ -12,6 +12,9 @@
 #include <apr_strings.h>
 #include <sodium.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "ts_register.h"
 
@@ -817,8 +820,9 @@ int ts_tailnet_stream_ready(ts_tailnet_rt *rt, machine_stream *ms, uint8_t *fram
     return 1;
 }
 
-/* Spare scratch sets kept per tailnet (each holds about one full map of JSON). */
-#define STREAM_SPARE_SCRATCH  4
+/* Scratch sets per tailnet (each holds about one full map of JSON, its compressed frame
+ * and a zstd context): full maps compressed at once, all kept for reuse. */
+#define STREAM_SPARE_SCRATCH  2
 
 static void scratch_destroy(ts_tailnet_scratch *sc)
 {
@@ -832,7 +836,9 @@ ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
 {
     ts_tailnet_scratch *sc;
 
+    while (rt->scratch_out >= STREAM_SPARE_SCRATCH) apr_thread_cond_wait(rt->scratch_cv, rt->mu);
     if (rt->spare_scratch->nelts) {
+        rt->scratch_out++;
         return *(ts_tailnet_scratch **)apr_array_pop(rt->spare_scratch);
     }
     if (!(sc = calloc(1, sizeof(*sc)))) return NULL;
@@ -842,12 +848,16 @@ ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
         scratch_destroy(sc);
         return NULL;
     }
+    rt->scratch_out++;
     return sc;
 }
 
 void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 {
     if (!sc) return;
+    rt->scratch_out--;
+    rt->maps_built++;
+    apr_thread_cond_signal(rt->scratch_cv);
     if (rt->spare_scratch->nelts >= STREAM_SPARE_SCRATCH) {
         scratch_destroy(sc);
         return;
@@ -857,6 +867,30 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 }
 
 /* ---- the notifier's round ---- */
+
+/* After a burst of full maps (a cold start: thousands of multi-MB JSON buffers and frames
+ * queued for clients, freed on other threads) glibc keeps the freed pages; once the burst is
+ * over (no map for a round, none being built), give them back. At most every 5 s. */
+static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
+{
+    int trim = 0;
+
+    apr_thread_mutex_lock(rt->mu);
+    if (rt->maps_built != rt->maps_trimmed && !rt->scratch_out && now >= rt->next_trim) {
+        if (rt->maps_built == rt->maps_seen) {      /* quiet since the last round */
+            rt->maps_trimmed = rt->maps_built;
+            rt->next_trim = now + apr_time_from_sec(5);
+            trim = 1;
+        }
+    }
+    rt->maps_seen = rt->maps_built;
+    apr_thread_mutex_unlock(rt->mu);
+#ifdef __GLIBC__
+    if (trim) malloc_trim(0);
+#else
+    (void)trim;
+#endif
+}
 
 static void tailnet_round(void *baton, int changed)
 {
@@ -900,6 +934,7 @@ static void tailnet_round(void *baton, int changed)
     if (rec) ts_dbd_close(rt->s, rec);
     fan_out(rt, p, now);
     apr_pool_destroy(p);
+    heap_trim(rt, now);
 }
 
 /* ---- per child ---- */
@@ -946,6 +981,7 @@ static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int inde
     rt->spare_scratch = apr_array_make(p, STREAM_SPARE_SCRATCH, sizeof(ts_tailnet_scratch *));
     if (apr_thread_mutex_create(&rt->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
         || apr_thread_mutex_create(&rt->close_mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
+        || apr_thread_cond_create(&rt->scratch_cv, p) != APR_SUCCESS
         || ts_map_create(&rt->map, p) != APR_SUCCESS
         || ts_mapframe_enc_create(&rt->enc, p, 0) != APR_SUCCESS
         || ts_map_set_conf(rt->map, rt->conf, p, &err) != APR_SUCCESS) {
