@@ -27,9 +27,6 @@ typedef struct ts_admin_env_t {
     /* Presence: 1 online, 0 offline; NULL callback: unknown (null in JSON). */
     int (*online)(void *baton, apr_int64_t node_id);
     void *online_baton;
-    /* Validates a policy text; NULL: ts_admin_policy_check. */
-    apr_status_t (*policy_check)(apr_pool_t *p, const char *text, apr_size_t len,
-                                 apr_array_header_t **errors);
 } ts_admin_env_t;
 
 typedef struct ts_admin_request_t {
@@ -78,24 +75,13 @@ ts_admin_bearer_e ts_admin_bearer_check(ts_store_t *st, apr_pool_t *p, const cha
 apr_status_t ts_admin_apikey_generate(apr_pool_t *p, const char **prefix, const char **secret,
                                       const char **text);
 
-/* ---- policy validation (ts_admin_policy.c) ---- */
+/* ---- PUT /policy (ts_admin_policy.c) ---- */
 
-typedef struct ts_admin_policy_error_t {
-    int line;                       /* 1-based; 0 if unknown */
-    int column;                     /* 1-based; 0 if unknown */
-    const char *message;
-} ts_admin_policy_error_t;
-
-/* The policy check used until the policy compiler takes its place: the text must be a
- * HuJSON object (JSON with // and block comments and trailing commas). APR_SUCCESS, or
- * APR_EINVAL with ts_admin_policy_error_t values in *errors. */
-apr_status_t ts_admin_policy_check(apr_pool_t *p, const char *text, apr_size_t len,
-                                   apr_array_header_t **errors);
-
-/* HuJSON to JSON with the same line and column of every remaining character: comments and
- * trailing commas become spaces. Returns a NUL-terminated copy from p; *open_comment is 1
- * when a block comment is not closed (its line in *line). */
-char *ts_admin_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t len,
-                                  int *open_comment, int *line);
+/* Checks the text with the policy compiler against the tailnet in env->st and stores it
+ * (ts_policy_set: the same check as `ts2021ctl policy set`); 400 policy_invalid with
+ * {"errors": [{line, column, message}]} when refused, 409 policy_file while env->conf names
+ * a TS2021PolicyFile. Nothing is written when refused. */
+void ts_admin_policy_put(const ts_admin_env_t *env, apr_pool_t *p, const char *text,
+                         apr_size_t len, ts_admin_response_t *res);
 
 #endif

@@ -1,109 +1,69 @@
-/* ts_admin_policy.c: the admin API's policy check until the policy compiler replaces it:
- * HuJSON (JSON with comments and trailing commas) that must hold one object; errors by line. */
+/* ts_admin_policy.c: PUT /policy: the text checked by the policy compiler against the
+ * tailnet in the database (ts_policy_set, as `ts2021ctl policy set`), errors by line;
+ * refused while the vhost reads its policy from TS2021PolicyFile. */
 #include "ts_admin.h"
+#include "ts_policy_manage.h"
 
 #include <apr_strings.h>
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
-char *ts_admin_hujson_standardize(apr_pool_t *p, const char *text, apr_size_t len,
-                                  int *open_comment, int *line)
+static void admin_policy_body(apr_pool_t *p, ts_admin_response_t *res, int status, json_t *j)
 {
-    char *out = apr_palloc(p, len + 1);
-    apr_size_t i, last_comma = (apr_size_t)-1;
-    int in_string = 0, cur_line = 1;
+    char *s = json_dumps(j, JSON_COMPACT);
 
-    memcpy(out, text, len);
-    out[len] = '\0';
-    *open_comment = 0;
-    *line = 0;
-    for (i = 0; i < len; i++) {
-        char c = out[i];
-        if (c == '\n') cur_line++;
-        if (in_string) {
-            if (c == '\\' && i + 1 < len) {
-                i++;
-            }
-            else if (c == '"' || c == '\n') {
-                in_string = 0;
-            }
-            continue;
-        }
-        if (c == '"') {
-            in_string = 1;
-            last_comma = (apr_size_t)-1;
-        }
-        else if (c == '/' && i + 1 < len && out[i + 1] == '/') {
-            for (; i < len && out[i] != '\n'; i++) out[i] = ' ';
-            if (i < len) cur_line++;
-        }
-        else if (c == '/' && i + 1 < len && out[i + 1] == '*') {
-            int start = cur_line;
-            out[i] = out[i + 1] = ' ';
-            for (i += 2; i < len && !(out[i] == '*' && i + 1 < len && out[i + 1] == '/'); i++) {
-                if (out[i] == '\n') cur_line++;
-                else out[i] = ' ';
-            }
-            if (i >= len) {
-                *open_comment = 1;
-                *line = start;
-                return out;
-            }
-            out[i] = out[i + 1] = ' ';
-            i++;
-        }
-        else if (c == ',') {
-            last_comma = i;
-        }
-        else if ((c == '}' || c == ']') && last_comma != (apr_size_t)-1) {
-            out[last_comma] = ' ';
-            last_comma = (apr_size_t)-1;
-        }
-        else if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
-            last_comma = (apr_size_t)-1;
-        }
-    }
-    return out;
-}
-
-static void policy_error(apr_array_header_t *errors, int line, int column, const char *msg)
-{
-    ts_admin_policy_error_t *e = &APR_ARRAY_PUSH(errors, ts_admin_policy_error_t);
-
-    e->line = line;
-    e->column = column;
-    e->message = msg;
-}
-
-apr_status_t ts_admin_policy_check(apr_pool_t *p, const char *text, apr_size_t len,
-                                   apr_array_header_t **errors)
-{
-    int open_comment, line;
-    char *json;
-    json_error_t jerr;
-    json_t *j;
-
-    *errors = apr_array_make(p, 1, sizeof(ts_admin_policy_error_t));
-    if (!text || memchr(text, '\0', len)) {
-        policy_error(*errors, 0, 0, "the policy contains a NUL byte");
-        return APR_EINVAL;
-    }
-    json = ts_admin_hujson_standardize(p, text, len, &open_comment, &line);
-    if (open_comment) {
-        policy_error(*errors, line, 0, "a /* comment is not closed");
-        return APR_EINVAL;
-    }
-    j = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
-    if (!j) {
-        policy_error(*errors, jerr.line > 0 ? jerr.line : 0, jerr.column > 0 ? jerr.column : 0,
-                     apr_pstrdup(p, jerr.text));
-        return APR_EINVAL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        policy_error(*errors, 1, 1, "the policy must be a JSON object");
-        return APR_EINVAL;
-    }
+    res->status = status;
+    res->body = apr_pstrcat(p, s ? s : "{}", "\n", NULL);
+    free(s);
     json_decref(j);
-    return APR_SUCCESS;
+}
+
+void ts_admin_policy_put(const ts_admin_env_t *env, apr_pool_t *p, const char *text,
+                         apr_size_t len, ts_admin_response_t *res)
+{
+    ts_policy_error_t e;
+    const char *err = NULL;
+    apr_int64_t id = 0;
+    apr_status_t rv;
+    int approved = 0;
+
+    if (!text || len == 0) {
+        ts_admin_error(p, res, 400, "invalid", "the policy is empty");
+        return;
+    }
+    if (env->conf && env->conf->policy_file) {
+        ts_admin_error(p, res, 409, "policy_file", "this tailnet reads its policy from "
+                       "TS2021PolicyFile (%s): edit that file and reload Apache; the API "
+                       "cannot change it", env->conf->policy_file);
+        return;
+    }
+    rv = ts_policy_set(env->st, p, env->conf, text, len, &id, &approved, &e, &err);
+    if (rv == APR_EINVAL) {
+        admin_policy_body(p, res, 400, json_pack(
+            "{s:s, s:s, s:[{s:i, s:i, s:s}]}", "error", e.text, "code", "policy_invalid",
+            "errors", "line", e.line, "column", e.column, "message", e.message));
+        return;
+    }
+    if (id) res->changed = 1;
+    if (rv != APR_SUCCESS && id == 0) {
+        ts_admin_error(p, res, rv == TS_STORE_EBUSY ? 503 : rv == TS_STORE_ECONFLICT ? 409 : 500,
+                       rv == TS_STORE_EBUSY ? "busy" : rv == TS_STORE_ECONFLICT ? "conflict"
+                       : "database", "%s", err ? err : "database error");
+        return;
+    }
+    if (rv != APR_SUCCESS) {
+        ts_admin_error(p, res, 500, "database", "the policy was stored (id %" APR_INT64_T_FMT
+                       ") but approving routes failed: %s", id, err ? err : "database error");
+        return;
+    }
+    {
+        apr_time_exp_t tm;
+        apr_time_exp_gmt(&tm, env->now);
+        admin_policy_body(p, res, 200, json_pack(
+            "{s:I, s:s, s:i}", "id", (json_int_t)id, "updated",
+            apr_psprintf(p, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec),
+            "auto_approved_nodes", approved));
+    }
 }

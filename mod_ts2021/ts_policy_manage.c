@@ -2,6 +2,7 @@
  * checked before it is stored (ts2021ctl policy check|set, PUT /policy), the policy in force
  * for registration, and autoApprovers applied to stored nodes. */
 #include "ts_policy_manage.h"
+#include "ts_hujson.h"
 #include "ts_policy_int.h"
 #include "ts_routes.h"
 
@@ -150,6 +151,81 @@ static void manage_error(apr_pool_t *p, const char *text, ts_policy_error_t *e)
     e->message = apr_pstrdup(p, end + 2);
 }
 
+/* Skips a JSON string starting at s[i] == '"'; returns the index after its closing quote. */
+static apr_size_t manage_skip_string(const char *s, apr_size_t i, apr_size_t len)
+{
+    for (i++; i < len && s[i] != '"'; i++) {
+        if (s[i] == '\\') i++;
+    }
+    return i < len ? i + 1 : len;
+}
+
+/* The 1-based line where element idx of the top-level array named key starts in a policy
+ * text (comments and trailing commas allowed), 0 if there is none: failing tests name it. */
+static int manage_element_line(apr_pool_t *p, const char *text, apr_size_t len,
+                               const char *key, int idx)
+{
+    char *s = NULL;
+    const char *err = NULL;
+    apr_size_t i = 0, klen = strlen(key);
+    int depth = 0, in_array = 0, count = -1, expect = 0, line = 1;
+
+    if (ts_hujson_standardize(p, text, len, &s, &err) != APR_SUCCESS) return 0;
+    while (i < len) {
+        char c = s[i];
+        if (c == '\n') line++;
+        if (c == '"') {
+            apr_size_t end = manage_skip_string(s, i, len), j = end;
+            if (in_array && depth == 2 && expect) {
+                if (++count == idx) return line;
+                expect = 0;
+            }
+            while (j < len && strchr(" \t\r\n", s[j])) j++;
+            if (!in_array && depth == 1 && j < len && s[j] == ':' && end - i - 2 == klen
+                && !strncmp(s + i + 1, key, klen)) {
+                for (j++; j < len && strchr(" \t\r\n", s[j]); j++) {
+                    if (s[j] == '\n') line++;
+                }
+                if (j >= len || s[j] != '[') return 0;
+                in_array = 1;
+                expect = 1;
+                depth = 2;
+                i = j + 1;
+                continue;
+            }
+            i = end;
+            continue;
+        }
+        if (in_array && depth == 2 && expect && !strchr(" \t\r\n,]", c)) {
+            if (++count == idx) return line;
+            expect = 0;
+        }
+        if (c == '{' || c == '[') depth++;
+        else if (c == '}' || c == ']') {
+            depth--;
+            if (in_array && depth < 2) return 0;
+        }
+        else if (c == ',' && in_array && depth == 2) expect = 1;
+        i++;
+    }
+    return 0;
+}
+
+/* A failing test names its section and index ("tests[2]: ..."): add the line it is on. */
+static const char *manage_test_line(apr_pool_t *p, const char *text, apr_size_t len,
+                                    const char *err)
+{
+    static const char head[] = "test(s) failed: ";
+    const char *sec = strncmp(err, head, sizeof(head) - 1) ? NULL : err + sizeof(head) - 1;
+    const char *br = sec ? strchr(sec, '[') : NULL;
+    int line;
+
+    if (!br || (strncmp(sec, "tests[", 6) && strncmp(sec, "sshTests[", 9))) return err;
+    line = manage_element_line(p, text, len, apr_pstrmemdup(p, sec, (apr_size_t)(br - sec)),
+                               atoi(br + 1));
+    return line > 0 ? apr_psprintf(p, "line %d: %s", line, err) : err;
+}
+
 apr_status_t ts_policy_check_text(apr_pool_t *p, const char *text, apr_size_t len,
                                   const ts_policy_tailnet_t *tn, ts_policy_t **pol_out,
                                   ts_policy_error_t *e)
@@ -171,7 +247,10 @@ apr_status_t ts_policy_check_text(apr_pool_t *p, const char *text, apr_size_t le
         /* the compiled result is not kept: its own pool, gone at once */
         apr_pool_create(&tmp, p);
         rv = ts_policy_compile(tmp, pol, tn, &res, &err);
-        if (rv != APR_SUCCESS) err = apr_pstrdup(p, err ? err : "the policy does not compile");
+        if (rv != APR_SUCCESS) {
+            err = manage_test_line(p, text, len,
+                                   apr_pstrdup(p, err ? err : "the policy does not compile"));
+        }
         apr_pool_destroy(tmp);
     }
     if (rv != APR_SUCCESS) {
