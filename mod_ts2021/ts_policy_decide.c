@@ -121,7 +121,9 @@ const char *ts_policy_tags_refusal(apr_pool_t *p, const ts_policy_t *pol,
     int k, o;
 
     who = user >= 0 && user < tn->nusers
-          ? (*tn->users[user].email ? tn->users[user].email : tn->users[user].name)
+          ? (strchr(tn->users[user].email, '@') && tn->users[user].email[strlen(
+                 tn->users[user].email) - 1] != '@' ? tn->users[user].email
+                                                     : tn->users[user].name)
           : NULL;
     for (k = 0; requested && k < requested->nelts; k++) {
         const char *tag = APR_ARRAY_IDX(requested, k, const char *);

@@ -54,7 +54,9 @@ static apr_status_t manage_users(ts_store_t *st, apr_pool_t *p, ts_policy_tailne
 
         u[i].id = su->id;
         u[i].name = su->name;
-        u[i].email = su->email ? su->email : "";
+        /* a user without an e-mail is written "name@" in policies (control API 5.1): as
+         * its e-mail, group members and direct references both match it */
+        u[i].email = su->email && *su->email ? su->email : apr_pstrcat(p, su->name, "@", NULL);
         apr_hash_set(*idx, apr_pmemdup(p, &su->id, sizeof(su->id)), sizeof(su->id),
                      apr_pmemdup(p, &i, sizeof(i)));
         if (at && at[1] && !apr_hash_get(doms, at + 1, APR_HASH_KEY_STRING)) {
@@ -390,5 +392,74 @@ apr_status_t ts_policy_set(ts_store_t *st, apr_pool_t *p, const ts_tailnet_conf_
         if (rv != APR_SUCCESS) return rv;
         *approved += changed;
     }
+    return APR_SUCCESS;
+}
+
+/* ---- registration ---- */
+
+apr_array_header_t *ts_policy_tag_list(apr_pool_t *p, const char *tags_json)
+{
+    apr_array_header_t *out = apr_array_make(p, 2, sizeof(const char *));
+    const char *const *t;
+    int n = 0, k;
+
+    t = manage_tags(p, tags_json, &n);
+    for (k = 0; k < n; k++) APR_ARRAY_PUSH(out, const char *) = t[k];
+    return out;
+}
+
+static int manage_has(const apr_array_header_t *list, const char *s)
+{
+    int k;
+
+    for (k = 0; k < list->nelts; k++) {
+        if (!strcmp(APR_ARRAY_IDX(list, k, const char *), s)) return 1;
+    }
+    return 0;
+}
+
+apr_status_t ts_policy_registration_tags(ts_store_t *st, apr_pool_t *p,
+                                         const ts_tailnet_conf_t *conf, apr_int64_t user_id,
+                                         const char *node_tags, const char *key_tags,
+                                         const apr_array_header_t *requested,
+                                         const char **why, const char **err)
+{
+    apr_array_header_t *ktags = ts_policy_tag_list(p, key_tags);
+    ts_policy_tailnet_t tn;
+    ts_policy_t *pol = NULL;
+    apr_hash_t *idx;
+    const char *perr = NULL, *extra = NULL;
+    apr_status_t rv;
+    int k, *ui;
+
+    *why = NULL;
+    if ((!requested || !requested->nelts) && !ktags->nelts) return APR_SUCCESS;
+    rv = ts_policy_in_force(st, p, conf, &pol, &perr);
+    if (rv == APR_EINVAL) {
+        *why = apr_pstrcat(p, "tags cannot be checked: ", perr, NULL);
+        return APR_SUCCESS;
+    }
+    if (rv != APR_SUCCESS) {
+        *err = perr;
+        return rv;
+    }
+    if (ktags->nelts) {
+        if ((*why = ts_policy_key_tags_refusal(p, pol, ktags)) != NULL) return APR_SUCCESS;
+        for (k = 0; requested && k < requested->nelts; k++) {
+            const char *t = APR_ARRAY_IDX(requested, k, const char *);
+            if (!manage_has(ktags, t)) extra = extra ? apr_pstrcat(p, extra, ", ", t, NULL) : t;
+        }
+        if (extra) {
+            *why = apr_pstrcat(p, "requested tags refused: not among the pre-auth key's tags: ",
+                               extra, NULL);
+        }
+        return APR_SUCCESS;
+    }
+    memset(&tn, 0, sizeof(tn));
+    rv = manage_users(st, p, &tn, &idx, err);
+    if (rv != APR_SUCCESS) return rv;
+    ui = user_id ? apr_hash_get(idx, &user_id, sizeof(user_id)) : NULL;
+    *why = ts_policy_tags_refusal(p, pol, &tn, ui ? *ui : -1, ts_policy_tag_list(p, node_tags),
+                                  requested);
     return APR_SUCCESS;
 }

@@ -91,4 +91,20 @@ apr_status_t ts_policy_auto_approve_node(ts_store_t *st, apr_pool_t *p,
                                          const ts_tailnet_conf_t *conf, const ts_node_t *n,
                                          int *changed, const char **err);
 
+/* Registration's tag checks (control API 5.10) with the policy in force and the stored
+ * users. key_tags (JSON array text, NULL: an untagged key or no key) are trusted but must be
+ * in the policy's tagOwners (ts_policy_key_tags_refusal), and requested tags must then be
+ * among them; requested tags without key tags must be ownable by the authenticating user
+ * (user_id, 0: none) or by the node's present tags (node_tags, JSON text or NULL).
+ * *why is NULL when allowed, else the message the client shows. A policy in force that does
+ * not parse refuses every tag. Store failures are returned with *err. */
+apr_status_t ts_policy_registration_tags(ts_store_t *st, apr_pool_t *p,
+                                         const ts_tailnet_conf_t *conf, apr_int64_t user_id,
+                                         const char *node_tags, const char *key_tags,
+                                         const apr_array_header_t *requested,
+                                         const char **why, const char **err);
+
+/* The tags of a JSON array text as an array of strings (empty when none or not an array). */
+apr_array_header_t *ts_policy_tag_list(apr_pool_t *p, const char *tags_json);
+
 #endif
