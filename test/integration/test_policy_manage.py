@@ -240,3 +240,31 @@ def test_tags_and_auto_approvers(server_factory, tmp_path):
     peer_update(c.stream, bid, lambda p: "192.168.5.0/24" in p["AllowedIPs"])
     for n in (c, r, b, bad):
         n.close()
+
+
+def test_interactive_tag_request(server_factory, tmp_path):
+    s = tailnet_server(server_factory, tmp_path)
+    users(s)
+    ctl(s, "policy", "set", write(tmp_path, "good.hujson", GOOD))
+    for approver, ok in (("bob", False), ("alice", True)):
+        n = Tagged(s, f"gw-{approver}", ["10.20.7.0/24"], ["tag:router"])
+        st, reg = n.register()
+        assert st == 200 and reg["AuthURL"], reg
+        auth_id = reg["AuthURL"].rsplit("/", 1)[1]
+        req = control.register_request(n.ident, followup=reg["AuthURL"], host=n.host())
+        r = n.conn.start("POST", "/machine/register", json.dumps(req).encode())
+        out = ctl(s, "nodes", "register", auth_id, "--user", approver, check=False)
+        assert n.conn.wait_for(lambda: r.ended, timeout=10)
+        body = json.loads(bytes(r.body))
+        if ok:
+            assert out.returncode == 0, out.stderr
+            assert body["MachineAuthorized"] and body["Login"]["LoginName"] == "tagged-devices"
+            nd = nodes(s)["gw-alice"]
+            assert nd["tags"] == ["tag:router"] and nd["user"] is None
+            assert routes(s, "gw-alice")[("gw-alice", "10.20.7.0/24")]["approved"]
+        else:
+            # the admin is told, and so is the waiting client; no node is written
+            assert out.returncode == 1 and "may not apply tag:router" in out.stderr
+            assert "bob@example.com may not apply tag:router" in body["Error"], body
+            assert "gw-bob" not in nodes(s)
+        n.close()
