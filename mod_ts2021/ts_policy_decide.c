@@ -107,6 +107,14 @@ static int decide_tag_valid(const char *tag)
            && strspn(tag + 5, rest) == strlen(tag + 5);
 }
 
+/* How a refusal names a user: the e-mail, or the name when the e-mail is only "name@". */
+static const char *decide_who(const ts_policy_user_t *u)
+{
+    size_t n = strlen(u->email);
+
+    return n > 0 && u->email[n - 1] != '@' ? u->email : u->name;
+}
+
 static const char *decide_join(apr_pool_t *p, const char *acc, const char *item)
 {
     return acc ? apr_pstrcat(p, acc, "; ", item, NULL) : item;
@@ -120,11 +128,7 @@ const char *ts_policy_tags_refusal(apr_pool_t *p, const ts_policy_t *pol,
     const char *why = NULL, *who;
     int k, o;
 
-    who = user >= 0 && user < tn->nusers
-          ? (strchr(tn->users[user].email, '@') && tn->users[user].email[strlen(
-                 tn->users[user].email) - 1] != '@' ? tn->users[user].email
-                                                     : tn->users[user].name)
-          : NULL;
+    who = user >= 0 && user < tn->nusers ? decide_who(&tn->users[user]) : NULL;
     for (k = 0; requested && k < requested->nelts; k++) {
         const char *tag = APR_ARRAY_IDX(requested, k, const char *);
         apr_array_header_t *owners;
