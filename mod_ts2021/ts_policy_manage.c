@@ -185,6 +185,7 @@ static int manage_element_line(apr_pool_t *p, const char *text, apr_size_t len,
             while (j < len && strchr(" \t\r\n", s[j])) j++;
             if (!in_array && depth == 1 && j < len && s[j] == ':' && end - i - 2 == klen
                 && !strncmp(s + i + 1, key, klen)) {
+                for (; end < j; end++) line += s[end] == '\n';
                 for (j++; j < len && strchr(" \t\r\n", s[j]); j++) {
                     if (s[j] == '\n') line++;
                 }

@@ -161,6 +161,42 @@ static void test_tags_decision(void **state)
     apr_pool_destroy(p);
 }
 
+/* Refusals name their line: a compiler error, and a failing test wherever its entry is. */
+static void test_check_text_lines(void **state)
+{
+    apr_pool_t *p;
+    ts_policy_tailnet_t tn;
+    ts_policy_error_t e;
+    static const char *const text =
+        "{\n"
+        "  \"acls\": [],\n"
+        "  \"tests\"   // a \"tests\": [ in a comment\n"
+        "     :\n"
+        "  [ /* [ { */\n"
+        "    {\"src\": \"10.0.0.1\", \"deny\": [\"10.0.0.2:22\"]}, {\"src\": \"10.0.0.1\",\n"
+        "     \"accept\": [\"10.0.0.2:22\"]},\n"
+        "  ],\n"
+        "}\n";
+
+    (void)state;
+    apr_pool_create(&p, NULL);
+    memset(&tn, 0, sizeof(tn));
+    tn.users = USERS, tn.nusers = 2;
+    assert_int_equal(ts_policy_check_text(p, text, strlen(text), &tn, NULL, &e), APR_EINVAL);
+    assert_int_equal(e.line, 6);
+    assert_non_null(strstr(e.message, "tests[1]"));
+    assert_int_equal(ts_policy_check_text(p, "{\n\n  \"acls\": 7}", 15, &tn, NULL, &e),
+                     APR_EINVAL);
+    assert_int_equal(e.line, 3);
+    assert_int_equal(ts_policy_check_text(p, "{\"acls\": [}", 11, &tn, NULL, &e), APR_EINVAL);
+    assert_int_equal(e.line, 1);
+    assert_true(e.column > 0);
+    assert_int_equal(ts_policy_check_text(p, "", 0, &tn, NULL, &e), APR_EINVAL);
+    assert_int_equal(e.line, 0);
+    assert_string_equal(e.message, "the policy is empty");
+    apr_pool_destroy(p);
+}
+
 /* ---- with a store ---- */
 
 static ts_node_t *node_with_routes(fx_t *fx, const char *name, apr_int64_t user_id,
@@ -407,6 +443,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auto_approve_decision),
         cmocka_unit_test(test_tags_decision),
+        cmocka_unit_test(test_check_text_lines),
         BOTH(test_policy_set),
         BOTH(test_registration_tags),
         BOTH(test_interactive_tags),
