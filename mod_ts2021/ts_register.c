@@ -496,7 +496,8 @@ static apr_status_t reg_tags(reg_ctx_t *c, reg_owner_t *o, const ts_node_t *by_k
 {
     const char *why = NULL;
     apr_status_t rv = ts_policy_registration_tags(c->st, c->p, c->conf, o->user_id,
-                                                  by_key ? by_key->tags : NULL, key_tags,
+                                                  key_tags || !c->req.request_tags ? NULL
+                                                  : reg_present_tags(c, by_key), key_tags,
                                                   c->req.request_tags, &why, &c->err);
 
     *refused = why != NULL;

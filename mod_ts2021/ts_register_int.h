@@ -58,6 +58,10 @@ int reg_foreign(const reg_ctx_t *c, const ts_node_t *n);
 /* Sorted, de-duplicated JSON array text of the tags in a JSON array text; NULL if none. */
 const char *reg_tags_norm(apr_pool_t *p, const char *tags_json);
 
+/* The tags (JSON text) of the node this registration re-authenticates: by_key's, else
+ * the node of the request's old node key when this machine owns it; NULL if none. */
+const char *reg_present_tags(reg_ctx_t *c, const ts_node_t *by_key);
+
 /* The same from an array of tag strings. */
 const char *reg_tags_list_norm(apr_pool_t *p, const apr_array_header_t *tags);
 

@@ -82,6 +82,18 @@ const char *reg_tags_list_norm(apr_pool_t *p, const apr_array_header_t *tags)
     return out;
 }
 
+const char *reg_present_tags(reg_ctx_t *c, const ts_node_t *by_key)
+{
+    ts_node_t *old = NULL;
+
+    if (by_key) return by_key->tags;
+    if (reg_find_node(c, c->req.old_node_key, &old) != APR_SUCCESS || !old
+        || reg_foreign(c, old)) {
+        return NULL;
+    }
+    return old->tags;
+}
+
 void reg_auto_approve(reg_ctx_t *c, const ts_node_t *n)
 {
     const char *err = NULL;
@@ -522,7 +534,7 @@ static apr_status_t approve_tags(reg_ctx_t *c, reg_owner_t *o, const ts_node_t *
     *why = NULL;
     if (!c->req.request_tags) return APR_SUCCESS;
     rv = ts_policy_registration_tags(c->st, c->p, c->conf, o->user_id,
-                                     by_key ? by_key->tags : NULL, NULL, c->req.request_tags,
+                                     reg_present_tags(c, by_key), NULL, c->req.request_tags,
                                      why, &c->err);
     if (rv == APR_SUCCESS && !*why) {
         o->tags = reg_tags_list_norm(c->p, c->req.request_tags);

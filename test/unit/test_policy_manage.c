@@ -407,7 +407,7 @@ static void test_interactive_tags(void **state)
     const char *id, *err = NULL;
     ts_node_t *n;
 
-    set_policy(fx, "{\"tagOwners\": {\"tag:router\": [\"alice@\"]},\n"
+    set_policy(fx, "{\"tagOwners\": {\"tag:router\": [\"alice@\"], \"tag:ci\": [\"tag:router\"]},\n"
                    " \"autoApprovers\": {\"routes\": {\"10.2.0.0/16\": [\"alice@\"]}}}");
     /* bob approves a node asking for tag:router: refused, the client is told why */
     id = start_interactive(fx, &conf, 1, "[\"tag:router\"]");
@@ -426,6 +426,25 @@ static void test_interactive_tags(void **state)
     n = rx_node(fx, fx_key(fx->pool, "nodekey:", 2));
     assert_int_equal(n->user_id, 0);
     assert_string_equal(n->tags, "[\"tag:router\"]");
+    /* it re-authenticates with a new key asking for tag:ci, which tag:router owns: the
+     * node's present tag lets even bob's approval through; the same node, re-tagged */
+    {
+        json_t *j = rx_call(fx, &conf, rx_mkey_n(fx->pool, 2), rx_req145(
+            fx->pool, fx_key(fx->pool, "nodekey:", 9), fx_key(fx->pool, "nodekey:", 2), NULL,
+            NULL, "host2", ",\"RequestTags\":[\"tag:ci\"]"), NULL);
+        const char *url = rx_str(j, "AuthURL", NULL);
+        apr_int64_t before = n->id;
+
+        assert_non_null(url);
+        id = apr_pstrdup(fx->pool, strrchr(url, '/') + 1);
+        json_decref(j);
+        ASSERT_RV(APR_SUCCESS, ts_register_approve(fx->st, fx->pool, &conf, id, bob->id,
+                                                   &node_id, &err));
+        n = rx_node(fx, fx_key(fx->pool, "nodekey:", 9));
+        assert_int_equal(n->id, before);
+        assert_int_equal(n->user_id, 0);
+        assert_string_equal(n->tags, "[\"tag:ci\"]");
+    }
     /* without tags, alice's node gets the route her autoApprovers entry covers */
     id = start_interactive(fx, &conf, 3, NULL);
     ASSERT_RV(APR_SUCCESS, ts_register_approve(fx->st, fx->pool, &conf, id, alice->id, &node_id,
