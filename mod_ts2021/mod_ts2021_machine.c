@@ -14,6 +14,7 @@
 
 #include "ts_register.h"
 #include "ts_routes.h"
+#include "ts_policy_manage.h"
 
 APLOG_USE_MODULE(ts2021);
 
@@ -199,7 +200,8 @@ static int map_apply(apr_pool_t *p, ts_node_t *n, const map_request *m, int auth
 
 /* Hostinfo.RoutableIPs, as stored with the node, become its advertised routes; approvals
  * stay. *routes is updated when they change (the change goes out with the caller's bump). */
-static apr_status_t map_sync_routes(ts_store_t *st, apr_pool_t *p, const ts_node_t *n,
+static apr_status_t map_sync_routes(ts_store_t *st, apr_pool_t *p,
+                                    const ts_tailnet_conf_t *conf, const ts_node_t *n,
                                     apr_array_header_t **routes, int *bump, const char **err)
 {
     int changed = 0;
@@ -214,6 +216,9 @@ static apr_status_t map_sync_routes(ts_store_t *st, apr_pool_t *p, const ts_node
     if (rv == APR_SUCCESS) {
         *routes = next;
         *bump = 1;
+        /* what the policy's autoApprovers allow is approved now (control API 5.9) */
+        rv = ts_policy_auto_approve_node(st, p, conf, n, &changed, err);
+        if (rv == APR_SUCCESS && changed) rv = ts_store_node_routes_get(st, p, n->id, routes, err);
     }
     return rv;
 }
@@ -242,7 +247,7 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
     }
     if (rv == APR_SUCCESS) rv = ts_store_node_routes_get(st, p, (*n)->id, routes, &err);
     if (rv == APR_SUCCESS && !m->read_only && json_is_object(m->hostinfo))
-        rv = map_sync_routes(st, p, *n, routes, bump, &err);
+        rv = map_sync_routes(st, p, ts_conf(t->s)->tailnet, *n, routes, bump, &err);
     ts_dbd_close(t->s, rec);
     if (rv == TS_STORE_ENOTFOUND || rv == APR_EACCES) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, t->s, APLOGNO(11041)

@@ -83,6 +83,11 @@ int ts_policy_post_config(apr_pool_t *pconf, server_rec *s)
                          "TS2021 (%s:%u): %s", s->server_hostname, s->port, err);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
+        if (conf->tailnet) {
+            /* registration, ts_policy_set and the admin API see where the policy comes from */
+            conf->tailnet->policy_file = conf->policy_file;
+            conf->tailnet->policy_text = conf->policy_text;
+        }
     }
     return OK;
 }

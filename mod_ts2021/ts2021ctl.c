@@ -961,6 +961,17 @@ static const cmd_def_t COMMANDS[] = {
       { NULL } },
     { "routes", "unapprove", cmd_routes_unapprove, "ID|NAME PREFIX [PREFIX...]",
       "Withdraws route approvals.", { NULL } },
+    { "policy", "get", ctl_cmd_policy_get, "",
+      "Prints the policy in force: the database's newest, or with --apache-config the file "
+      "its vhost names with TS2021PolicyFile.", { NULL } },
+    { "policy", "check", ctl_cmd_policy_check, "FILE",
+      "Checks a policy (HuJSON; '-' reads standard input): parsed, compiled against the "
+      "tailnet in the database, its tests and sshTests run. Errors name the line.", { NULL } },
+    { "policy", "set", ctl_cmd_policy_set, "FILE",
+      "Checks the policy as 'check' does, then stores it (in force at once) and approves the "
+      "routes its autoApprovers allow. A refused policy is not written. With --apache-config "
+      "naming a vhost that uses TS2021PolicyFile, refused (edit that file instead).",
+      { NULL } },
     { NULL, NULL, NULL, NULL, NULL, { NULL } }
 };
 
@@ -969,7 +980,7 @@ static int usage(FILE *out, const char *group, int code)
     int i;
 
     fprintf(out, "usage: ts2021ctl [options] %s COMMAND [arguments]\n\n",
-            group ? group : "users|preauthkeys|apikeys|nodes");
+            group ? group : "users|preauthkeys|apikeys|nodes|routes|policy");
     for (i = 0; COMMANDS[i].group; i++) {
         if (!group || !strcmp(group, COMMANDS[i].group)) {
             fprintf(out, "  %s %s%s%s\n", COMMANDS[i].group, COMMANDS[i].verb,

@@ -44,4 +44,9 @@ apr_interval_time_t ctl_parse_duration(const char *s);
  * the schema, and fills c->conf (module defaults, then the config's TS2021*, then flags). */
 int ctl_open_db(ctl_t *c);
 
+/* ts2021ctl_policy.c: policy get|check|set. */
+int ctl_cmd_policy_get(ctl_t *c);
+int ctl_cmd_policy_check(ctl_t *c);
+int ctl_cmd_policy_set(ctl_t *c);
+
 #endif

@@ -430,7 +430,12 @@ static int load_apache_config(ctl_t *c, const char *file, const char **driver,
     FROM_CONF(base_domain, "ts2021basedomain");
     FROM_CONF(ipv4_prefix, "ts2021ipv4prefix");
     FROM_CONF(ipv6_prefix, "ts2021ipv6prefix");
+    FROM_CONF(policy_file, "ts2021policyfile");
 #undef FROM_CONF
+    if (c->conf.policy_file && c->conf.policy_file[0] != '/') {
+        /* Apache resolves it against ServerRoot, which ac.root stands for */
+        c->conf.policy_file = apr_pstrcat(c->p, ac.root, "/", c->conf.policy_file, NULL);
+    }
     if (ac_get(&ac, h, "ts2021ipallocation")) {
         c->conf.ipalloc = strcasecmp(ac_get(&ac, h, "ts2021ipallocation"), "random") == 0
             ? TS_IPALLOC_RANDOM : TS_IPALLOC_SEQUENTIAL;

@@ -82,7 +82,7 @@ ts_admin_bearer_e ts_admin_bearer_check(ts_store_t *st, apr_pool_t *p, const cha
 apr_status_t ts_admin_apikey_generate(apr_pool_t *p, const char **prefix, const char **secret,
                                       const char **text);
 
-/* ---- policy validation (ts_admin_policy.c) ---- */
+/* ---- PUT /policy (ts_admin_policy.c) ---- */
 
 typedef struct ts_admin_policy_error_t {
     int line;                       /* 1-based; 0 if unknown */
@@ -95,5 +95,11 @@ typedef struct ts_admin_policy_error_t {
  * ts_admin_policy_error_t values in *errors. */
 apr_status_t ts_admin_policy_check(apr_pool_t *p, const char *text, apr_size_t len,
                                    apr_array_header_t **errors);
+/* Checks the text with the policy compiler against the tailnet in env->st and stores it
+ * (ts_policy_set: the same check as `ts2021ctl policy set`); 400 policy_invalid with
+ * {"errors": [{line, column, message}]} when refused, 409 policy_file while env->conf names
+ * a TS2021PolicyFile. Nothing is written when refused. */
+void ts_admin_policy_put(const ts_admin_env_t *env, apr_pool_t *p, const char *text,
+                         apr_size_t len, ts_admin_response_t *res);
 
 #endif

@@ -3,6 +3,7 @@
 #include "ts_register.h"
 #include "ts_register_int.h"
 #include "ts_ipalloc.h"
+#include "ts_policy_manage.h"
 
 #include <apr_strings.h>
 #include <jansson.h>
@@ -157,6 +158,22 @@ const char *reg_utf8_cut(apr_pool_t *p, const char *s, apr_size_t max)
     return apr_pstrmemdup(p, s, len);
 }
 
+apr_array_header_t *reg_request_tags(apr_pool_t *p, json_t *hi)
+{
+    json_t *rt = json_is_object(hi) ? json_object_get(hi, "RequestTags") : NULL, *v;
+    apr_array_header_t *out;
+    size_t i;
+
+    if (!json_is_array(rt) || json_array_size(rt) == 0) return NULL;
+    out = apr_array_make(p, (int)json_array_size(rt), sizeof(const char *));
+    json_array_foreach(rt, i, v) {
+        char *s = json_is_string(v) ? NULL : json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        APR_ARRAY_PUSH(out, const char *) = apr_pstrdup(p, s ? s : json_string_value(v));
+        free(s);
+    }
+    return out;
+}
+
 static const char *parse_hostinfo(reg_ctx_t *c, json_t *hi)
 {
     json_t *name = json_object_get(hi, "Hostname");
@@ -175,6 +192,7 @@ static const char *parse_hostinfo(reg_ctx_t *c, json_t *hi)
     }
     c->req.hostinfo = apr_pstrdup(c->p, s);
     free(s);
+    c->req.request_tags = reg_request_tags(c->p, hi);
     return NULL;
 }
 
@@ -470,6 +488,28 @@ static const char *key_refusal(const reg_ctx_t *c, const ts_preauth_key_t *k)
     return NULL;
 }
 
+/* Tags (control API 5.10): a tagged key's tags must be in tagOwners and RequestTags among
+ * them; RequestTags with an untagged key must be the key user's to apply, and then the node
+ * belongs to those tags. A refusal is answered with an Error and *refused set. */
+static apr_status_t reg_tags(reg_ctx_t *c, reg_owner_t *o, const ts_node_t *by_key,
+                             const char *key_tags, int *refused)
+{
+    const char *why = NULL;
+    apr_status_t rv = ts_policy_registration_tags(c->st, c->p, c->conf, o->user_id,
+                                                  key_tags || !c->req.request_tags ? NULL
+                                                  : reg_present_tags(c, by_key), key_tags,
+                                                  c->req.request_tags, &why, &c->err);
+
+    *refused = why != NULL;
+    if (rv != APR_SUCCESS) return rv;
+    if (why) return answer_error(c, why);
+    if (!o->tags && c->req.request_tags) {
+        o->tags = reg_tags_list_norm(c->p, c->req.request_tags);
+        o->user_id = 0;
+    }
+    return APR_SUCCESS;
+}
+
 static apr_status_t row_authkey(reg_ctx_t *c, ts_node_t *by_key)
 {
     const char *prefix, *secret, *refusal;
@@ -477,6 +517,7 @@ static apr_status_t row_authkey(reg_ctx_t *c, ts_node_t *by_key)
     ts_node_t *existing = NULL, *done = NULL;
     reg_owner_t o;
     apr_status_t rv;
+    int refused = 0;
 
     if (ts_register_key_parse(c->p, c->req.auth_key, &prefix, &secret) != 0) {
         return answer_error(c, ERR_KEY_INVALID);
@@ -493,6 +534,10 @@ static apr_status_t row_authkey(reg_ctx_t *c, ts_node_t *by_key)
     o.ephemeral = k->ephemeral || c->req.ephemeral;
     if (!o.tags && !o.user_id) {
         return answer_error(c, ERR_KEY_INVALID);    /* its user was deleted */
+    }
+    if ((rv = reg_tags(c, &o, by_key, o.tags ? k->tags : NULL, &refused)) != APR_SUCCESS
+        || refused) {
+        return rv;                                   /* refused: answered with an Error */
     }
     rv = reg_find_existing(c, by_key, &o, 0, &existing);
     if (rv != APR_SUCCESS) {
@@ -514,6 +559,7 @@ static apr_status_t row_authkey(reg_ctx_t *c, ts_node_t *by_key)
         return c->redo ? rv : key_error(c, rv);
     }
     c->res->changed = 1;
+    reg_auto_approve(c, done);
     return answer_node(c, done, 0);
 }
 

@@ -62,7 +62,9 @@ apr_status_t ts_register_recheck(ts_store_t *st, apr_pool_t *p, const ts_tailnet
  * key, old node key or owner is updated (a tagged one converted to the user), else a node is
  * created; then the entry is marked approved so that its waiter wakes. *node_id is the node.
  * ENOTFOUND for an unknown auth_id or user, ECONFLICT when no longer pending or expired,
- * APR_EACCES when the node key belongs to another machine. Nothing is written on error. */
+ * APR_EACCES when the node key belongs to another machine, or when the registration's
+ * Hostinfo.RequestTags are not the user's to apply (tagOwners): the registration is then
+ * rejected with that message, which its client shows. No node is written on error. */
 apr_status_t ts_register_approve(ts_store_t *st, apr_pool_t *p, const ts_tailnet_conf_t *conf,
                                  const char *auth_id, apr_int64_t user_id,
                                  apr_int64_t *node_id, const char **err);

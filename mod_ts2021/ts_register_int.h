@@ -4,6 +4,7 @@
 #define TS_REGISTER_INT_H
 
 #include "ts_register.h"
+#include <jansson.h>
 #include "ts_store_int.h"   /* one transaction for a node update and the pre-auth key it uses */
 
 /* The RegisterRequest fields the server acts on, keys in canonical text form. */
@@ -18,6 +19,7 @@ typedef struct reg_req_t {
     const char *hostinfo;         /* compact JSON object text, or NULL */
     const char *hostname;         /* Hostinfo.Hostname, at most 255 bytes, or NULL */
     int ephemeral;
+    apr_array_header_t *request_tags; /* Hostinfo.RequestTags (const char *), NULL if none */
 } reg_req_t;
 
 typedef struct reg_ctx_t {
@@ -44,6 +46,10 @@ typedef struct reg_owner_t {
 
 #define REG_HOSTNAME_MAX 255
 
+/* Hostinfo.RequestTags of a Hostinfo object (entries that are not strings kept as their
+ * JSON text, so that they are refused by name); NULL when absent or empty. */
+apr_array_header_t *reg_request_tags(apr_pool_t *p, json_t *hostinfo);
+
 /* s cut to at most max bytes, never inside a UTF-8 sequence. */
 const char *reg_utf8_cut(apr_pool_t *p, const char *s, apr_size_t max);
 
@@ -52,6 +58,18 @@ int reg_foreign(const reg_ctx_t *c, const ts_node_t *n);
 
 /* Sorted, de-duplicated JSON array text of the tags in a JSON array text; NULL if none. */
 const char *reg_tags_norm(apr_pool_t *p, const char *tags_json);
+
+/* The tags (JSON text) of the node this registration re-authenticates: by_key's, else
+ * the node of the request's old node key when this machine owns it; NULL if none. */
+const char *reg_present_tags(reg_ctx_t *c, const ts_node_t *by_key);
+
+/* The same from an array of tag strings. */
+const char *reg_tags_list_norm(apr_pool_t *p, const apr_array_header_t *tags);
+
+/* After a node was written: the routes it advertises that the policy's autoApprovers allow
+ * are approved (control API 1.5 step 7). A failure is not the registration's: it is logged
+ * in c->res->log and the approvals wait for the node's next route change. */
+void reg_auto_approve(reg_ctx_t *c, const ts_node_t *n);
 
 /* n belongs to o: same user, or both tagged (and, if exact_tags, with the same tags). */
 int reg_same_owner(apr_pool_t *p, const ts_node_t *n, const reg_owner_t *o, int exact_tags);

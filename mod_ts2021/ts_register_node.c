@@ -3,6 +3,7 @@
 #include "ts_register_int.h"
 #include "ts_ipalloc.h"
 #include "ts_names.h"
+#include "ts_policy_manage.h"
 
 #include <apr_strings.h>
 #include <arpa/inet.h>
@@ -65,6 +66,46 @@ const char *reg_tags_norm(apr_pool_t *p, const char *tags_json)
     json_decref(out);
     json_decref(j);
     return res;
+}
+
+const char *reg_tags_list_norm(apr_pool_t *p, const apr_array_header_t *tags)
+{
+    json_t *j = json_array();
+    char *s;
+    const char *out;
+    int i;
+
+    for (i = 0; tags && i < tags->nelts; i++) {
+        json_array_append_new(j, json_string(APR_ARRAY_IDX(tags, i, const char *)));
+    }
+    s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    out = reg_tags_norm(p, s);
+    free(s);
+    return out;
+}
+
+const char *reg_present_tags(reg_ctx_t *c, const ts_node_t *by_key)
+{
+    ts_node_t *old = NULL;
+
+    if (by_key) return by_key->tags;
+    if (reg_find_node(c, c->req.old_node_key, &old) != APR_SUCCESS || !old
+        || reg_foreign(c, old)) {
+        return NULL;
+    }
+    return old->tags;
+}
+
+void reg_auto_approve(reg_ctx_t *c, const ts_node_t *n)
+{
+    const char *err = NULL;
+
+    if (ts_policy_auto_approve_node(c->st, c->p, c->conf, n, NULL, &err) != APR_SUCCESS) {
+        c->res->log = apr_psprintf(c->p, "node %" APR_INT64_T_FMT " registered, but its "
+                                   "routes were not auto-approved: %s", n->id,
+                                   err ? err : "database error");
+    }
 }
 
 int reg_same_owner(apr_pool_t *p, const ts_node_t *n, const reg_owner_t *o, int exact_tags)
@@ -571,9 +612,35 @@ static void ctx_from_registration(reg_ctx_t *c, const ts_registration_t *r)
     c->req.expiry = r->req_expiry;
     c->req.expiry_set = r->req_expiry != 0;
     c->req.ephemeral = r->ephemeral;
+    if (r->hostinfo) {
+        json_t *hi = json_loads(r->hostinfo, 0, NULL);
+        c->req.request_tags = reg_request_tags(c->p, hi);
+        json_decref(hi);
+    }
 }
 
-static apr_status_t approve_once(reg_ctx_t *c, apr_int64_t user_id, ts_node_t **out)
+/* RequestTags of an interactive registration: the approving user (or the node's present
+ * tags) must own each (control API 5.10); then the node belongs to the tags. *why: the
+ * refusal the client is shown. */
+static apr_status_t approve_tags(reg_ctx_t *c, reg_owner_t *o, const ts_node_t *by_key,
+                                 const char **why)
+{
+    apr_status_t rv;
+
+    *why = NULL;
+    if (!c->req.request_tags) return APR_SUCCESS;
+    rv = ts_policy_registration_tags(c->st, c->p, c->conf, o->user_id,
+                                     reg_present_tags(c, by_key), NULL, c->req.request_tags,
+                                     why, &c->err);
+    if (rv == APR_SUCCESS && !*why) {
+        o->tags = reg_tags_list_norm(c->p, c->req.request_tags);
+        o->user_id = 0;
+    }
+    return rv;
+}
+
+static apr_status_t approve_once(reg_ctx_t *c, apr_int64_t user_id, ts_node_t **out,
+                                 const char **refused)
 {
     ts_node_t *by_key = NULL, *existing = NULL;
     reg_owner_t o;
@@ -591,9 +658,16 @@ static apr_status_t approve_once(reg_ctx_t *c, apr_int64_t user_id, ts_node_t **
     o.user_id = user_id;
     o.method = "cli";
     o.ephemeral = c->req.ephemeral;
+    rv = approve_tags(c, &o, by_key, refused);
+    if (rv != APR_SUCCESS || *refused) {
+        return rv;
+    }
     rv = reg_find_existing(c, by_key, &o, 1, &existing);
     if (rv == APR_SUCCESS) {
         rv = reg_node_write(c, existing, &o, out);
+    }
+    if (rv == APR_SUCCESS) {
+        reg_auto_approve(c, *out);
     }
     return rv;
 }
@@ -635,6 +709,7 @@ apr_status_t ts_register_approve(ts_store_t *st, apr_pool_t *p, const ts_tailnet
     reg_ctx_t c;
     apr_status_t rv;
     int attempt;
+    const char *refused = NULL;
 
     memset(&c, 0, sizeof(c));
     memset(&res, 0, sizeof(res));
@@ -655,8 +730,15 @@ apr_status_t ts_register_approve(ts_store_t *st, apr_pool_t *p, const ts_tailnet
         ctx_from_registration(&c, r);
         for (attempt = 0, c.redo = 1; attempt < 3 && c.redo; attempt++) {
             c.redo = 0;
-            rv = approve_once(&c, user_id, &n);
+            rv = approve_once(&c, user_id, &n, &refused);
         }
+    }
+    if (rv == APR_SUCCESS && refused) {
+        /* the client waiting on this registration is shown why; no node is written */
+        (void)ts_store_registration_resolve(st, p, auth_id, TS_REG_REJECTED, 0, 0, refused,
+                                            &c.err);
+        *err = refused;
+        return APR_EACCES;
     }
     if (rv != APR_SUCCESS) {
         *err = c.err ? c.err : "approval failed";

@@ -23,6 +23,9 @@ typedef struct ts_tailnet_conf {
     const char *dns_config_json;    /* extra DNSConfig fields as a JSON object text, or NULL */
     const char *derp_map_json;      /* the DERPMap JSON object to send (validated), or NULL */
     int min_capver;                 /* oldest client accepted (register/map answer 400 below) */
+    const char *policy_file;        /* TS2021PolicyFile: the policy comes from it, not the
+                                     * database; NULL: the database's newest policy */
+    const char *policy_text;        /* that file's text, read at start-up */
 } ts_tailnet_conf_t;
 
 #endif

@@ -1,6 +1,6 @@
 /* test_admin.c: the admin API core (ts_admin.c) on SQLite and MariaDB: routing, methods,
  * CSRF, content types, bad JSON, every entity's success path, errors that write nothing, API
- * key checks; the HuJSON policy check; the metrics text and registration outcomes. */
+ * key checks; PUT /policy through the policy compiler; the metrics text and registration outcomes. */
 #include "test_register_fixture.h"
 #include "ts_admin.h"
 #include "ts_metrics.h"
@@ -418,6 +418,19 @@ static void test_policy_store(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "policy")), "// c\n{\"acls\": [],}");
     assert_string_equal(json_string_value(json_object_get(j, "source")), "database");
     json_decref(j);
+    /* the compiler's errors: an unknown group on line 3, a test that does not hold */
+    ax_err(&a, "PUT", "/policy", "{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": "
+           "[\"group:nope\"], \"dst\": [\"*:*\"]},\n  ],\n}", "text/plain", 1, 400,
+           "policy_invalid");
+    j = ax_call(&a, "PUT", "/policy", "{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": "
+                "[\"group:nope\"], \"dst\": [\"*:*\"]},\n  ],\n}", "text/plain", 1, &res);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(
+        json_object_get(j, "errors"), 0), "line")), 3);
+    assert_non_null(strstr(json_string_value(json_object_get(j, "error")), "group:nope"));
+    json_decref(j);
+    ax_err(&a, "PUT", "/policy", "{\"acls\": [],\n \"tests\": [\n  {\"src\": \"100.64.0.1\", "
+           "\"accept\": [\"100.64.0.2:22\"]}]}", "text/plain", 1, 400, "policy_invalid");
+    ax_err(&a, "PUT", "/policy", "", "text/plain", 1, 400, "invalid");
     /* TS2021PolicyFile in force: GET shows the file, PUT is refused and writes nothing */
     a.env.policy_file = "/etc/ts2021/policy.hujson";
     a.env.policy_file_text = "{\"acls\": []}";
