@@ -957,6 +957,21 @@ static apr_status_t tailnet_pool_destroy(void *data)
     return APR_SUCCESS;
 }
 
+/* pchild cleanup, after every thread of the child was joined (pre-cleanups): what streams
+ * and closes were still waiting for a notifier round (connections closed at exit) is freed. */
+static apr_status_t tailnet_exit_reap(void *data)
+{
+    ts_tailnet_rt *rt = data;
+    machine_stream *ms;
+
+    streams_reap(rt);
+    while ((ms = rt->streams) != NULL) {
+        stream_unlink(rt, ms);
+        stream_free(ms);
+    }
+    return APR_SUCCESS;
+}
+
 static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int index)
 {
     ts_server_conf *conf = ts_conf(s);
@@ -994,6 +1009,8 @@ static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int inde
         ts_map_set_derpmap(rt->map, rt->conf->derp_map_json, strlen(rt->conf->derp_map_json));
     }
     tailnet_keepalive_frames(rt);
+    /* Registered after the pool's own cleanup: runs before it. */
+    apr_pool_cleanup_register(pchild, rt, tailnet_exit_reap, apr_pool_cleanup_null);
     return rt;
 }
 
