@@ -259,7 +259,8 @@ static apr_status_t policy_install(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t
         const ts_user_t *u = APR_ARRAY_IDX(users, i, ts_user_t *);
         pu[i].id = uids[i] = u->id;
         pu[i].name = u->name;
-        pu[i].email = u->email ? u->email : "";
+        /* a user without an email is "name@" to the policy (its groups list "name@") */
+        pu[i].email = u->email && *u->email ? u->email : apr_pstrcat(p, u->name, "@", NULL);
     }
     apr_thread_mutex_lock(rt->mu);
     ts_map_policy_inputs(rt->map, p, uids, users->nelts, &in);
