@@ -358,19 +358,32 @@ static int owns_visible(const view_t *v, apr_int64_t user)
     return 0;
 }
 
-static void ids_text(pieces_t *pc, apr_pool_t *p, apr_int64_t *ids, int n, int *k,
-                     const char *name)
+/* Decimal digits of v (>= 0) at w; returns the end. */
+static char *put_id(char *w, apr_int64_t v)
+{
+    char tmp[24];
+    int n = 0;
+
+    do tmp[n++] = (char)('0' + v % 10); while ((v /= 10) > 0);
+    while (n) *w++ = tmp[--n];
+    return w;
+}
+
+/* ids: sorted unless unsorted (then sorted here); duplicates dropped. */
+static void ids_text(pieces_t *pc, apr_pool_t *p, apr_int64_t *ids, int n, int unsorted,
+                     int *k, const char *name)
 {
     char *buf, *w;
-    int i, u = 0;
+    int i;
 
     if (!n) return;
-    qsort(ids, (size_t)n, sizeof(*ids), id_cmp);
-    buf = w = apr_palloc(p, (size_t)n * 22 + 3);
+    if (unsorted) qsort(ids, (size_t)n, sizeof(*ids), id_cmp);
+    buf = w = apr_palloc(p, (size_t)n * 21 + 3);
     *w++ = '[';
     for (i = 0; i < n; i++) {
         if (i && ids[i] == ids[i - 1]) continue;
-        w += sprintf(w, "%s%" APR_INT64_T_FMT, u++ ? "," : "", ids[i]);
+        if (w > buf + 1) *w++ = ',';
+        w = put_id(w, ids[i]);
     }
     *w++ = ']';
     *w = '\0';
@@ -400,7 +413,7 @@ static int render_policy(const view_t *v, apr_pool_t *p, pieces_t *pc)
                 if (v_saw(v, d->all[i].pidx, d->all[i].id) && !v_sees(v, d->all[i].idx, d->all[i].id))
                     ids[nids++] = d->all[i].id;
     }
-    ids_text(pc, p, ids, nids, &k, "PeersRemoved");
+    ids_text(pc, p, ids, nids, d->nremoved && nids > d->nremoved, &k, "PeersRemoved");
     /* PeersChanged: changed visible peers, and (personal) newly visible ones */
     owners = apr_palloc(p, sizeof(*owners) * (size_t)(d->nchanged + d->nall + 1));
     if (v->personal) {
