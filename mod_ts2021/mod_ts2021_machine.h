@@ -97,7 +97,7 @@ typedef struct ts_tailnet_rt {
     ts_policy_t *pol;
     int pol_reload;                 /* re-read the text (load, policy.set) */
     int pol_dirty;                  /* recompile: users changed */
-    int pol_decided;                /* a first decision was made since the view loaded */
+    int pol_decided;                /* a first decision was made (guarded by mu) */
     unsigned pol_gen;               /* the view's ts_map_policy_gen compiled last */
     ts_mapframe_enc_t *post_enc;    /* notifier, off mu: frames of policy deltas */
 } ts_tailnet_rt;

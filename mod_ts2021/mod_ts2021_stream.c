@@ -289,6 +289,44 @@ static apr_status_t policy_install(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t
     return APR_SUCCESS;
 }
 
+static void policy_decided(ts_tailnet_rt *rt)
+{
+    apr_thread_mutex_lock(rt->mu);
+    rt->pol_decided = 1;
+    apr_thread_mutex_unlock(rt->mu);
+}
+
+/* pol_mu held: the first decision of a view found a policy text that fails. With no
+ * previous result to keep, fail closed: nobody sees anybody, every filter is empty, until
+ * a good text is stored (the bad one is not retried until then). */
+static void policy_fail_closed(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p,
+                               const char *text)
+{
+    static const char deny[] = "{\"acls\": []}";
+    apr_pool_t *dp;
+    ts_policy_t *pol;
+    const char *err = NULL;
+    int first;
+
+    apr_thread_mutex_lock(rt->mu);
+    first = !rt->pol_decided;
+    apr_thread_mutex_unlock(rt->mu);
+    if (!first || rt->pol) return;
+    apr_pool_create_unmanaged_ex(&dp, NULL, NULL);
+    if (ts_policy_parse(dp, deny, sizeof(deny) - 1, &pol, &err) != APR_SUCCESS
+        || policy_install(rt, st, p, pol, &err) != APR_SUCCESS) {
+        apr_pool_destroy(dp);
+        return;
+    }
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, rt->s, APLOGNO(11076)
+                 "TS2021: no previous policy to keep: every node sees nobody until a valid "
+                 "policy is stored");
+    rt->pol = pol;
+    rt->pol_pool = dp;
+    free(rt->pol_text);
+    rt->pol_text = text ? strdup(text) : NULL;
+}
+
 /* Any thread but under no lock: re-reads the policy text when asked (load, policy.set) and
  * recompiles when the text or the view's policy inputs changed. A text that does not parse
  * or compile leaves the previous policy in force (logged). */
@@ -321,7 +359,7 @@ static void policy_update(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
         rt->pol_text = NULL;
         rt->pol_pool = NULL;
         rt->pol = NULL;
-        rt->pol_decided = 1;
+        policy_decided(rt);
         apr_thread_mutex_unlock(rt->pol_mu);
         return;
     }
@@ -332,7 +370,8 @@ static void policy_update(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
                          "TS2021: new policy rejected, the previous one stays in force: %s",
                          err);
             apr_pool_destroy(fpool);
-            rt->pol_decided = 1;
+            policy_fail_closed(rt, st, p, text);
+            policy_decided(rt);
             apr_thread_mutex_unlock(rt->pol_mu);
             return;
         }
@@ -349,6 +388,7 @@ static void policy_update(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
         fresh = NULL;
         rt->pol_gen = gen;          /* retried when the tailnet moves again */
         rt->pol_dirty = 0;
+        if (changed_text) policy_fail_closed(rt, st, p, text);
     }
     else if (fresh) {
         if (rt->pol_pool) apr_pool_destroy(rt->pol_pool);
@@ -357,7 +397,7 @@ static void policy_update(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
         rt->pol_pool = fpool;
         rt->pol = fresh;
     }
-    rt->pol_decided = 1;
+    policy_decided(rt);
     apr_thread_mutex_unlock(rt->pol_mu);
 }
 
@@ -368,12 +408,11 @@ apr_status_t ts_tailnet_ensure_loaded(ts_tailnet_rt *rt, apr_pool_t *p)
     apr_status_t rv = APR_SUCCESS;
     int loaded, decided;
 
+    /* not pol_mu: a compilation may hold it for a second */
     apr_thread_mutex_lock(rt->mu);
     loaded = rt->loaded;
-    apr_thread_mutex_unlock(rt->mu);
-    apr_thread_mutex_lock(rt->pol_mu);
     decided = rt->pol_decided;
-    apr_thread_mutex_unlock(rt->pol_mu);
+    apr_thread_mutex_unlock(rt->mu);
     if (loaded && decided) return APR_SUCCESS;
     if (!(st = ts_dbd_open(p, rt->s, &rec))) return APR_EGENERAL;
     if (!loaded) rv = load_all(rt, st, p);
