@@ -178,6 +178,17 @@ def test_policy_in_database_reaches_open_streams(server_factory, tmp_path):
         with open(s.errlog_path) as f:
             assert "does not compile against the tailnet" in f.read()
         b2.close()
+        # restarted on that policy, there is no previous result to keep: fail closed
+        for n in (a, b, w, c):
+            n.close()
+        s.stop()
+        s.start()
+        a2 = Node(s, "alpha3")
+        a2.register(new_authkey(s, "alice"))
+        f = a2.open_map()
+        assert peer_ids(f) == [] and f["PacketFilter"] == []
+        assert "no previous policy to keep" in s.errlog()
+        a2.close()
     for n in (a, b, w, c):
         n.close()
     s.stop()
