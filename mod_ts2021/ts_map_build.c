@@ -707,15 +707,28 @@ static void take_policy(ts_map_t *m, ts_map_delta_t *d, apr_pool_t *p)
         int nself = d->nselves;
         for (i = 0; i < pol->n; i++) {
             int ip = ts_map_pol_index(prev, pol->ids[i]);
+            const char *old;
             ts_map_node_t *n;
             d->personal[i] = !prev || view_changed(pol, prev, remap, i, ip);
             any |= d->personal[i];
             /* a changed CapMap is told through Node */
             if (!d->personal[i] || entry_find(d->selves, nself, pol->ids[i])) continue;
-            if (prev && ip >= 0 && (pol->caps[i] == NULL) == (prev->caps[ip] == NULL)
-                && (!pol->caps[i] || !strcmp(pol->caps[i], prev->caps[ip])))
+            old = prev && ip >= 0 ? prev->caps[ip] : NULL;    /* NULL: the default */
+            if ((pol->caps[i] == NULL) == (old == NULL) && (!old || !strcmp(pol->caps[i], old)))
                 continue;
             if ((n = ts_map_find(m, pol->ids[i])) != NULL && n->self_json)
+                self_entry(m, d, &d->selves[d->nselves++], n);
+        }
+        if (d->nselves > nself)
+            qsort(d->selves, (size_t)d->nselves, sizeof(*d->selves), entry_cmp);
+    }
+    if (!pol && prev) {
+        /* back to no policy: nodes that had attributes get the default CapMap */
+        int nself = d->nselves;
+        for (i = 0; i < prev->n; i++) {
+            ts_map_node_t *n;
+            if (!prev->caps[i] || entry_find(d->selves, nself, prev->ids[i])) continue;
+            if ((n = ts_map_find(m, prev->ids[i])) != NULL && n->self_json)
                 self_entry(m, d, &d->selves[d->nselves++], n);
         }
         if (d->nselves > nself)

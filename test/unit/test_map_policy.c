@@ -201,12 +201,19 @@ static void test_policy_change(void **state)
     install(m, web_all);
     no_delta(m, NOW);
     /* back to no policy: everyone sees everyone with the allow-all filter */
+    install(m, web_only);
+    ts_map_delta_unref(delta(m, NOW));
     install(m, NULL);
     assert_false(ts_map_has_policy(m));
     d = delta(m, NOW);
-    got = delta_for(d, 1);
-    assert_string_equal(peer_ids(got, "PeersChanged"), "2,3,4");
+    got = delta_for(d, 1);                  /* n4 it saw already */
+    assert_string_equal(peer_ids(got, "PeersChanged"), "2,3");
     assert_string_equal(str(got, "PacketFilter.0.SrcIPs.0"), "*");
+    json_decref(got);
+    got = delta_for(d, 4);                  /* its nodeAttrs are gone */
+    assert_non_null(get(got, "Node.CapMap"));
+    assert_null(get(got, "Node.CapMap.funnel"));
+    assert_json(get(got, "SSHPolicy"), "{\"rules\":[]}");
     json_decref(got);
     ts_map_delta_unref(d);
     no_delta(m, NOW);
