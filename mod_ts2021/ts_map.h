@@ -92,8 +92,10 @@ apr_status_t ts_map_peer_json(ts_map_t *m, apr_int64_t id, apr_time_t now,
                               const char **json, apr_size_t *len);
 
 /* The full MapResponse for viewer (control API 2.5): Node, DERPMap, Peers (by ID; omitted when
- * none), DNSConfig, Domain, CollectServices false, PacketFilter allow-all, UserProfiles of self
- * and peers, ControlTime now, Debug.DisableLogTail. NUL-terminated JSON from p.
+ * none), DNSConfig, Domain, CollectServices false, PacketFilter (allow-all without a policy;
+ * with one: the viewer's, and SSHPolicy when it has rules, and its CapMap in Node; only the
+ * peers it may see), UserProfiles of self and peers, ControlTime now,
+ * Debug.DisableLogTail. NUL-terminated JSON from p.
  * APR_NOTFOUND: no such node; APR_EAGAIN: no DERP map yet. err is a static string.
  * Meant for a stream's first frame: clients ignore an absent or empty Peers, so a full map
  * sent later on the same stream must add PeersRemoved for peers that went away (7.2). */

@@ -142,7 +142,8 @@ static inline int ts_map_pol_sees(const ts_map_pol_t *pol, int i, int j)
 }
 /* The default self capabilities text of ts_map_render.c (at the end of every self entry). */
 extern const char ts_map_self_caps[];
-/* Marks that the policy inputs changed (ts_map_policy.c). */
+/* Hash of what the policy reads of a node (user, tags, name, addresses, routes); a change
+ * moves ts_map_policy_gen (ts_map_policy.c). */
 uint64_t ts_map_node_pol_hash(const ts_map_node_t *n);
 
 /* ---- growable text (ts_map_node.c) ---- */
