@@ -224,6 +224,7 @@ struct ts_map_delta {
     delta_entry_t *patchv, *profv, *all;
     int npatch, nprof, nall;
     unsigned char *personal;         /* polchg: per pol index, its view changed */
+    int *prev_to_pol;                /* polchg: index in pol of each prev node, or -1 */
     apr_thread_mutex_t *mu;          /* guards cls (built on first use) and pool then */
     cls_render_t *cls;               /* pol->ncls + 1 (the last: viewers not in pol) */
 };
@@ -404,8 +405,7 @@ static int render_policy(const view_t *v, apr_pool_t *p, pieces_t *pc)
         if (d->prev && !d->prev_none)
             for (i = 0; i < d->prev->n; i++) {
                 apr_int64_t id = d->prev->ids[i];
-                if (ts_map_pol_sees(d->prev, v->ivp, i)
-                    && !v_sees(v, ts_map_pol_index(d->pol, id), id))
+                if (ts_map_pol_sees(d->prev, v->ivp, i) && !v_sees(v, d->prev_to_pol[i], id))
                     ids[nids++] = id;
             }
         else
@@ -739,6 +739,11 @@ static void take_policy(ts_map_t *m, ts_map_delta_t *d, apr_pool_t *p)
     if (pol && prev && !any) {
         d->polchg = 0;               /* nobody's view changed */
         return;
+    }
+    if (prev) {
+        d->prev_to_pol = apr_palloc(d->pool, sizeof(int) * (size_t)(prev->n + 1));
+        for (j = 0; j < prev->n; j++)
+            d->prev_to_pol[j] = remap ? remap[j] : ts_map_pol_index(pol, prev->ids[j]);
     }
     d->nall = 0;
     d->all = apr_palloc(d->pool, sizeof(*d->all) * (size_t)(m->nnodes + 1));
