@@ -95,6 +95,18 @@ typedef struct ts_tailnet_rt {
     apr_hash_t *stream_index;       /* machine_stream_key -> live machine_stream */
     machine_stream *dead;           /* closed map streams, for the notifier to unlink */
     struct machine_closed *closed;  /* other closed streams (held registrations) */
+    /* The policy (mod_ts2021_stream.c), guarded by pol_mu, which is taken before mu (never
+     * while holding it) and held across a compilation: the text in force and its parse;
+     * recompiled when the view's policy inputs move (ts_map_policy_gen). */
+    apr_thread_mutex_t *pol_mu;
+    char *pol_text;                 /* malloc'd; NULL: no policy */
+    apr_pool_t *pol_pool;           /* owns pol */
+    ts_policy_t *pol;
+    int pol_reload;                 /* re-read the text (load, policy.set) */
+    int pol_dirty;                  /* recompile: users changed */
+    int pol_decided;                /* a first decision was made (guarded by mu) */
+    unsigned pol_gen;               /* the view's ts_map_policy_gen compiled last */
+    ts_mapframe_enc_t *post_enc;    /* notifier, off mu: frames of policy deltas */
 } ts_tailnet_rt;
 
 /* mod_ts2021_stream.c */

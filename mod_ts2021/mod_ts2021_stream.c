@@ -237,22 +237,196 @@ static apr_status_t load_all(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
     rt->generation = g;
     rt->loaded = rv == APR_SUCCESS;
     apr_thread_mutex_unlock(rt->mu);
+    apr_thread_mutex_lock(rt->pol_mu);
+    rt->pol_reload = 1;
+    apr_thread_mutex_unlock(rt->pol_mu);
     return rv;
+}
+
+/* ---- the policy ---- */
+
+/* pol_mu held: compiles pol against the view's current nodes and installs the result. */
+static apr_status_t policy_install(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p,
+                                   const ts_policy_t *pol, const char **err)
+{
+    apr_array_header_t *users;
+    ts_policy_user_t *pu;
+    apr_int64_t *uids;
+    ts_map_pol_inputs_t in;
+    ts_policy_tailnet_t tn;
+    ts_policy_result_t *res;
+    ts_map_pol_t *mp = NULL;
+    apr_pool_t *cp;
+    apr_time_t t0 = apr_time_now();
+    apr_status_t rv;
+    int i;
+
+    if ((rv = ts_store_user_list(st, p, &users, err)) != APR_SUCCESS) return rv;
+    pu = apr_pcalloc(p, sizeof(*pu) * (size_t)(users->nelts + 1));
+    uids = apr_pcalloc(p, sizeof(*uids) * (size_t)(users->nelts + 1));
+    for (i = 0; i < users->nelts; i++) {
+        const ts_user_t *u = APR_ARRAY_IDX(users, i, ts_user_t *);
+        pu[i].id = uids[i] = u->id;
+        pu[i].name = u->name;
+        /* a user without an email is "name@" to the policy (its groups list "name@") */
+        pu[i].email = u->email && *u->email ? u->email : apr_pstrcat(p, u->name, "@", NULL);
+    }
+    apr_thread_mutex_lock(rt->mu);
+    ts_map_policy_inputs(rt->map, p, uids, users->nelts, &in);
+    apr_thread_mutex_unlock(rt->mu);
+    memset(&tn, 0, sizeof(tn));
+    tn.users = pu;
+    tn.nusers = users->nelts;
+    tn.nodes = in.nodes;
+    tn.nnodes = in.nnodes;
+    tn.control_url = rt->conf->server_url;
+    /* off mu: compiling takes O(rules x nodes) and the peer matrix */
+    apr_pool_create_unmanaged_ex(&cp, NULL, NULL);
+    rv = ts_policy_compile(cp, pol, &tn, &res, err);
+    if (rv == APR_SUCCESS) rv = ts_map_pol_prepare(res, &in, &mp);
+    if (rv != APR_SUCCESS && *err) *err = apr_pstrdup(p, *err);
+    apr_pool_destroy(cp);
+    if (rv != APR_SUCCESS) return rv;
+    apr_thread_mutex_lock(rt->mu);
+    ts_map_set_policy(rt->map, mp);
+    apr_thread_mutex_unlock(rt->mu);
+    rt->pol_gen = in.gen;
+    rt->pol_dirty = 0;
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, rt->s, APLOGNO(11072)
+                 "TS2021: policy compiled for %d nodes in %" APR_TIME_T_FMT " ms", in.nnodes,
+                 apr_time_as_msec(apr_time_now() - t0));
+    return APR_SUCCESS;
+}
+
+static void policy_decided(ts_tailnet_rt *rt)
+{
+    apr_thread_mutex_lock(rt->mu);
+    rt->pol_decided = 1;
+    apr_thread_mutex_unlock(rt->mu);
+}
+
+/* pol_mu held: the first decision of a view found a policy text that fails. With no
+ * previous result to keep, fail closed: nobody sees anybody, every filter is empty, until
+ * a good text is stored (the bad one is not retried until then). */
+static void policy_fail_closed(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p,
+                               const char *text)
+{
+    static const char deny[] = "{\"acls\": []}";
+    apr_pool_t *dp;
+    ts_policy_t *pol;
+    const char *err = NULL;
+    int first;
+
+    apr_thread_mutex_lock(rt->mu);
+    first = !rt->pol_decided;
+    apr_thread_mutex_unlock(rt->mu);
+    if (!first || rt->pol) return;
+    apr_pool_create_unmanaged_ex(&dp, NULL, NULL);
+    if (ts_policy_parse(dp, deny, sizeof(deny) - 1, &pol, &err) != APR_SUCCESS
+        || policy_install(rt, st, p, pol, &err) != APR_SUCCESS) {
+        apr_pool_destroy(dp);
+        return;
+    }
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, rt->s, APLOGNO(11076)
+                 "TS2021: no previous policy to keep: every node sees nobody until a valid "
+                 "policy is stored");
+    rt->pol = pol;
+    rt->pol_pool = dp;
+    free(rt->pol_text);
+    rt->pol_text = text ? strdup(text) : NULL;
+}
+
+/* Any thread but under no lock: re-reads the policy text when asked (load, policy.set) and
+ * recompiles when the text or the view's policy inputs changed. A text that does not parse
+ * or compile leaves the previous policy in force (logged). */
+static void policy_update(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
+{
+    const char *text = NULL, *err = NULL;
+    ts_policy_t *fresh = NULL;
+    apr_pool_t *fpool = NULL;
+    int changed_text = 0, need;
+    unsigned gen;
+
+    apr_thread_mutex_lock(rt->pol_mu);
+    if (rt->pol_reload) {
+        if (ts_tailnet_policy_text(rt->s, st, p, &text, NULL, &err) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, rt->s, APLOGNO(11073)
+                         "TS2021: cannot read the policy: %s", err ? err : "?");
+            apr_thread_mutex_unlock(rt->pol_mu);
+            return;
+        }
+        rt->pol_reload = 0;
+        changed_text = !text != !rt->pol_text || (text && strcmp(text, rt->pol_text));
+    }
+    if (changed_text && !text) {
+        /* the policy was removed: everyone sees everyone again */
+        apr_thread_mutex_lock(rt->mu);
+        ts_map_set_policy(rt->map, NULL);
+        apr_thread_mutex_unlock(rt->mu);
+        if (rt->pol_pool) apr_pool_destroy(rt->pol_pool);
+        free(rt->pol_text);
+        rt->pol_text = NULL;
+        rt->pol_pool = NULL;
+        rt->pol = NULL;
+        policy_decided(rt);
+        apr_thread_mutex_unlock(rt->pol_mu);
+        return;
+    }
+    if (changed_text) {
+        apr_pool_create_unmanaged_ex(&fpool, NULL, NULL);
+        if (ts_policy_parse(fpool, text, strlen(text), &fresh, &err) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, rt->s, APLOGNO(11074)
+                         "TS2021: new policy rejected, the previous one stays in force: %s",
+                         err);
+            apr_pool_destroy(fpool);
+            policy_fail_closed(rt, st, p, text);
+            policy_decided(rt);
+            apr_thread_mutex_unlock(rt->pol_mu);
+            return;
+        }
+    }
+    apr_thread_mutex_lock(rt->mu);
+    gen = ts_map_policy_gen(rt->map);
+    apr_thread_mutex_unlock(rt->mu);
+    need = fresh || (rt->pol && (rt->pol_dirty || gen != rt->pol_gen));
+    if (need && policy_install(rt, st, p, fresh ? fresh : rt->pol, &err) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, rt->s, APLOGNO(11075)
+                     "TS2021: %s policy does not compile against the tailnet, the previous "
+                     "result stays in force: %s", fresh ? "new" : "the", err ? err : "?");
+        if (fpool) apr_pool_destroy(fpool);
+        fresh = NULL;
+        rt->pol_gen = gen;          /* retried when the tailnet moves again */
+        rt->pol_dirty = 0;
+        if (changed_text) policy_fail_closed(rt, st, p, text);
+    }
+    else if (fresh) {
+        if (rt->pol_pool) apr_pool_destroy(rt->pol_pool);
+        free(rt->pol_text);
+        rt->pol_text = strdup(text);
+        rt->pol_pool = fpool;
+        rt->pol = fresh;
+    }
+    policy_decided(rt);
+    apr_thread_mutex_unlock(rt->pol_mu);
 }
 
 apr_status_t ts_tailnet_ensure_loaded(ts_tailnet_rt *rt, apr_pool_t *p)
 {
     ap_dbd_t *rec;
     ts_store_t *st;
-    apr_status_t rv;
-    int loaded;
+    apr_status_t rv = APR_SUCCESS;
+    int loaded, decided;
 
+    /* not pol_mu: a compilation may hold it for a second */
     apr_thread_mutex_lock(rt->mu);
     loaded = rt->loaded;
+    decided = rt->pol_decided;
     apr_thread_mutex_unlock(rt->mu);
-    if (loaded) return APR_SUCCESS;
+    if (loaded && decided) return APR_SUCCESS;
     if (!(st = ts_dbd_open(p, rt->s, &rec))) return APR_EGENERAL;
-    rv = load_all(rt, st, p);
+    if (!loaded) rv = load_all(rt, st, p);
+    /* no map leaves before the policy was decided (it could show every node to everyone) */
+    if (rv == APR_SUCCESS) policy_update(rt, st, p);
     ts_dbd_close(rt->s, rec);
     return rv;
 }
@@ -264,6 +438,7 @@ typedef struct change_plan {
     apr_hash_t *nodes;          /* id -> kind of the last change */
     apr_hash_t *users;
     int reload;                 /* the log was pruned past us: reload everything */
+    int policy;                 /* a policy was stored */
 } change_plan;
 
 static void plan_changes(change_plan *plan, apr_pool_t *p, apr_array_header_t *changes)
@@ -272,6 +447,7 @@ static void plan_changes(change_plan *plan, apr_pool_t *p, apr_array_header_t *c
 
     plan->nodes = apr_hash_make(p);
     plan->users = apr_hash_make(p);
+    plan->policy = 0;
     for (i = 0; i < changes->nelts; i++) {
         ts_change_t *c = APR_ARRAY_IDX(changes, i, ts_change_t *);
         if (!strncmp(c->kind, "node.", 5) && c->node_id) {
@@ -282,6 +458,7 @@ static void plan_changes(change_plan *plan, apr_pool_t *p, apr_array_header_t *c
             apr_int64_t *id = apr_pmemdup(p, &c->user_id, sizeof(c->user_id));
             apr_hash_set(plan->users, id, sizeof(*id), c->kind);
         }
+        if (!strcmp(c->kind, TS_CHANGE_POLICY_SET)) plan->policy = 1;
     }
 }
 
@@ -341,6 +518,12 @@ static int apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
     }
     if (rv != APR_SUCCESS || through == since) return 0;
     plan_changes(&plan, p, changes);
+    if (plan.policy || apr_hash_count(plan.users)) {
+        apr_thread_mutex_lock(rt->pol_mu);
+        rt->pol_reload |= plan.policy;
+        rt->pol_dirty |= apr_hash_count(plan.users) > 0;
+        apr_thread_mutex_unlock(rt->pol_mu);
+    }
     for (hi = apr_hash_first(p, plan.users); hi; hi = apr_hash_next(hi)) {
         apply_user(rt, st, p, *(const apr_int64_t *)apr_hash_this_key(hi));
     }
@@ -357,6 +540,8 @@ static int apply_changes(ts_tailnet_rt *rt, ts_store_t *st, apr_pool_t *p)
 /* A post collected under rt->mu, made after unlocking. */
 typedef struct post_target {
     machine_stream_key key;
+    apr_int64_t node_id;            /* frame NULL: render it from hold (a policy delta) */
+    int compress;
     const uint8_t *frame;
     size_t len;
     ts_map_delta_t *hold;           /* shared bytes (the round holds a reference), or NULL */
@@ -422,6 +607,19 @@ static apr_array_header_t *fan_out_collect(ts_tailnet_rt *rt, apr_pool_t *p, apr
         const char *err;
         post_target *pt;
 
+        if (d && !ms->pending && ts_map_delta_has_policy(d)) {
+            /* rendered per class or viewer after unlocking (fan_out_post) */
+            pt = apr_array_push(targets);
+            pt->key = ms->key;
+            pt->node_id = ms->node_id;
+            pt->compress = ms->compress;
+            pt->frame = NULL;
+            pt->len = 0;
+            pt->hold = d;
+            ms->next_keepalive = now + rt->keepalive;
+            (*ndelta)++;
+            continue;
+        }
         if (d && ts_map_delta_frame(d, ms->node_id, ms->compress, rt->enc, p, &frame, &len,
                                     &err) == APR_SUCCESS) {
             if (ts_map_delta_is_shared_for(d, ms->node_id)) hold = d;
@@ -454,15 +652,32 @@ static apr_array_header_t *fan_out_collect(ts_tailnet_rt *rt, apr_pool_t *p, apr
 
 /* No lock: the collected posts. Streams that are not pending are freed only by this
  * (notifier) thread, so the mailboxes named are still referenced. */
-static void fan_out_post(ts_tailnet_rt *rt, apr_array_header_t *targets, ts_map_delta_t *d)
+static void fan_out_post(ts_tailnet_rt *rt, apr_pool_t *p, apr_array_header_t *targets,
+                         ts_map_delta_t *d)
 {
+    apr_pool_t *sub = NULL;
     int i;
 
     for (i = 0; i < targets->nelts; i++) {
         post_target *pt = &APR_ARRAY_IDX(targets, i, post_target);
+        if (!pt->frame) {
+            const uint8_t *frame;
+            apr_size_t len;
+            const char *err;
+            if (!sub) apr_pool_create(&sub, p);
+            else apr_pool_clear(sub);
+            if (ts_map_delta_frame(pt->hold, pt->node_id, pt->compress, rt->post_enc, sub,
+                                   &frame, &len, &err) != APR_SUCCESS)
+                continue;
+            post_frame(rt, pt->key.mb, pt->key.conn_id, (int32_t)pt->key.stream_id, NULL,
+                       frame, len,
+                       ts_map_delta_is_shared_for(pt->hold, pt->node_id) ? pt->hold : NULL);
+            continue;
+        }
         post_frame(rt, pt->key.mb, pt->key.conn_id, (int32_t)pt->key.stream_id, NULL,
                    pt->frame, pt->len, pt->hold);
     }
+    if (sub) apr_pool_destroy(sub);
     if (d) ts_map_delta_unref(d);
 }
 
@@ -475,7 +690,7 @@ static void fan_out(ts_tailnet_rt *rt, apr_pool_t *p, apr_time_t now)
     apr_thread_mutex_lock(rt->mu);
     targets = fan_out_collect(rt, p, now, &d, &ndelta);
     apr_thread_mutex_unlock(rt->mu);
-    fan_out_post(rt, targets, d);
+    fan_out_post(rt, p, targets, d);
     if (ndelta) {
         ts_metrics_add(TS_MET_MAP_DELTA, ndelta);
         ts_metrics_fanout(apr_time_now() - now);   /* now: the round's start */
@@ -924,6 +1139,7 @@ static void tailnet_round(void *baton, int changed)
             fan_out(rt, p, apr_time_now());
         }
     }
+    if (st) policy_update(rt, st, p);
     if (st) presence_timers(rt, st, p, now);
     if (st && sweep) {
         presence_sweep(rt, st, p, now);
@@ -997,6 +1213,8 @@ static ts_tailnet_rt *tailnet_create(apr_pool_t *pchild, server_rec *s, int inde
     if (apr_thread_mutex_create(&rt->mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
         || apr_thread_mutex_create(&rt->close_mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
         || apr_thread_cond_create(&rt->scratch_cv, p) != APR_SUCCESS
+        || apr_thread_mutex_create(&rt->pol_mu, APR_THREAD_MUTEX_DEFAULT, p) != APR_SUCCESS
+        || ts_mapframe_enc_create(&rt->post_enc, p, 0) != APR_SUCCESS
         || ts_map_create(&rt->map, p) != APR_SUCCESS
         || ts_mapframe_enc_create(&rt->enc, p, 0) != APR_SUCCESS
         || ts_map_set_conf(rt->map, rt->conf, p, &err) != APR_SUCCESS) {

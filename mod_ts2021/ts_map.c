@@ -103,6 +103,8 @@ static apr_status_t map_cleanup(void *data)
     free(m->dirty.v);
     free(m->pending.v);
     free(m->removed.v);
+    ts_map_pol_unref(m->pol);
+    ts_map_pol_unref(m->pol_prev);
     return APR_SUCCESS;
 }
 
@@ -380,6 +382,7 @@ apr_status_t ts_map_node_upsert(ts_map_t *m, const ts_node_t *row,
 {
     ts_map_node_t *n = ts_map_find(m, row->id);
     int fresh = !n, routed;
+    uint64_t ph;
     apr_status_t rv;
 
     if (row->id <= 0) {
@@ -391,11 +394,14 @@ apr_status_t ts_map_node_upsert(ts_map_t *m, const ts_node_t *row,
         n->id = row->id;
     }
     routed = has_subnet_routes(n);
+    ph = n->pol_hash;
     if ((rv = ts_map_node_load(n, row, routes, p, err))) {
         if (fresh) free(n);
         else ts_map_node_remove(m, row->id);
         return rv;
     }
+    n->pol_hash = ts_map_node_pol_hash(n);
+    if (fresh || ph != n->pol_hash) m->pol_gen++;
     if (fresh) {
         int pos = find_pos(m->nodes, m->nnodes, n->id);
         m->nodes = insert_slot(m->nodes, &m->nnodes, &m->capnodes, pos, sizeof(*m->nodes));
@@ -421,6 +427,7 @@ apr_status_t ts_map_node_remove(ts_map_t *m, apr_int64_t id)
     memmove(m->nodes + pos, m->nodes + pos + 1, sizeof(*m->nodes) * (size_t)(m->nnodes - pos - 1));
     m->nnodes--;
     ts_map_ids_push(&m->removed, id);
+    m->pol_gen++;
     return APR_SUCCESS;
 }
 
@@ -431,6 +438,7 @@ apr_status_t ts_map_node_set_online(ts_map_t *m, apr_int64_t id, int online,
 
     if (!n) return APR_NOTFOUND;
     if (last_seen > n->last_seen) n->last_seen = last_seen;
+    if (n->online != !!online && n->r.nroutes) m->pol_gen++;   /* primary election input */
     n->online = !!online;
     /* presence moves primary routes (lowest online advertiser) */
     if (has_subnet_routes(n)) m->routes_dirty = 1;

@@ -12,6 +12,7 @@
 #include "ts_store.h"
 #include "ts_tailnet.h"
 #include "ts_mapframe.h"
+#include "ts_policy.h"
 
 /* headscale's synthetic owner of tagged nodes (control API 5.1); always in UserProfiles when a
  * tagged node is. */
@@ -38,10 +39,11 @@
  * full map already showed is harmless; what must never happen is a delta built after the full
  * map that the stream does not get.
  *
- * Visibility. For now every node sees every other node. The seam for a policy layer is
- * ts_map_int.h: ts_map_visible() decides who appears in whose full map, and each node carries
- * a visibility class; peer entries are cached per class and a delta will hold one shared
- * rendering per class instead of one. */
+ * Visibility. Without a policy every node sees every other node and gets the allow-all
+ * PacketFilter. With one (ts_map_set_policy, below) a viewer sees only the peers the compiled
+ * policy lets it see, gets its own PacketFilter, SSHPolicy and self CapMap; deltas are then
+ * rendered once per visibility class (viewers that see the same set of nodes) and once per
+ * viewer whose own view changed. */
 
 typedef struct ts_map ts_map_t;
 typedef struct ts_map_delta ts_map_delta_t;
@@ -90,8 +92,10 @@ apr_status_t ts_map_peer_json(ts_map_t *m, apr_int64_t id, apr_time_t now,
                               const char **json, apr_size_t *len);
 
 /* The full MapResponse for viewer (control API 2.5): Node, DERPMap, Peers (by ID; omitted when
- * none), DNSConfig, Domain, CollectServices false, PacketFilter allow-all, UserProfiles of self
- * and peers, ControlTime now, Debug.DisableLogTail. NUL-terminated JSON from p.
+ * none), DNSConfig, Domain, CollectServices false, PacketFilter (allow-all without a policy;
+ * with one: the viewer's, and SSHPolicy when it has rules, and its CapMap in Node; only the
+ * peers it may see), UserProfiles of self and peers, ControlTime now,
+ * Debug.DisableLogTail. NUL-terminated JSON from p.
  * APR_NOTFOUND: no such node; APR_EAGAIN: no DERP map yet. err is a static string.
  * Meant for a stream's first frame: clients ignore an absent or empty Peers, so a full map
  * sent later on the same stream must add PeersRemoved for peers that went away (7.2). */
@@ -134,5 +138,43 @@ apr_status_t ts_map_delta_json(const ts_map_delta_t *d, apr_int64_t viewer, apr_
 apr_status_t ts_map_delta_frame(const ts_map_delta_t *d, apr_int64_t viewer, int compress,
                                 ts_mapframe_enc_t *enc, apr_pool_t *p, const uint8_t **frame,
                                 apr_size_t *len, const char **err);
+
+/* ---- policy (ts_map_policy.c) ----
+ * The runtime compiles the policy (ts_policy) against a snapshot of the view's nodes, off the
+ * view's lock, prepares the result for the view (ts_map_pol_prepare: texts and bitmaps, also
+ * off the lock), and installs it under the lock. Nodes missing from the installed policy (they
+ * joined after its compilation) see nobody and nobody sees them until the next one. */
+
+typedef struct ts_map_pol ts_map_pol_t;
+
+/* The view's nodes as the policy compiler needs them (sorted by id); from p. */
+typedef struct ts_map_pol_inputs {
+    ts_policy_node_t *nodes;
+    int nnodes;
+    apr_int64_t *owners;            /* wire user id of each node (UserProfiles) */
+    unsigned gen;                   /* ts_map_policy_gen when taken */
+} ts_map_pol_inputs_t;
+
+/* Bumped whenever something the policy depends on changed: a node added or removed, its
+ * user, tags, addresses or routes, or a router's presence. */
+unsigned ts_map_policy_gen(const ts_map_t *m);
+/* Under the view's lock. user_ids (nusers, the order of the tailnet's users[]) give each
+ * node's user index; a user missing there leaves its nodes without an owner (-1). */
+void ts_map_policy_inputs(ts_map_t *m, apr_pool_t *p, const apr_int64_t *user_ids, int nusers,
+                          ts_map_pol_inputs_t *out);
+/* No lock: the view's form of a compiled result for those inputs (res indices = inputs
+ * order). Owns a reference (refs 1); immutable, shareable by threads. */
+apr_status_t ts_map_pol_prepare(const ts_policy_result_t *res, const ts_map_pol_inputs_t *in,
+                                ts_map_pol_t **out);
+void ts_map_pol_unref(ts_map_pol_t *pol);
+/* Under the view's lock: installs pol (the view takes over the reference; NULL: no policy,
+ * everyone sees everyone). The next delta carries a policy-style update (control API 7.1) to
+ * every viewer whose view changed: PeersRemoved for peers no longer visible, PeersChanged with
+ * the newly visible ones, PacketFilter, SSHPolicy, Node when its CapMap changed. */
+void ts_map_set_policy(ts_map_t *m, ts_map_pol_t *pol);
+int ts_map_has_policy(const ts_map_t *m);
+/* Whether a delta must be rendered per class/viewer (a policy is or was in force): the
+ * runtime then renders frames off the view's lock. */
+int ts_map_delta_has_policy(const ts_map_delta_t *d);
 
 #endif

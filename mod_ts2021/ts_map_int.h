@@ -60,7 +60,7 @@ typedef struct ts_map_node {
     /* runtime */
     apr_time_t last_seen;
     int online;
-    int vis_class;                   /* visibility seam: always 0 until policies exist */
+    uint64_t pol_hash;               /* hash of what the policy reads of this node */
     int expired;                     /* as of the last render */
     /* caches, rebuilt by ts_map_node_render only when the node changed */
     char *peer_json, *self_json;
@@ -106,7 +106,45 @@ struct ts_map {
     apr_time_t next_expiry;          /* earliest expiry not yet rendered as expired */
     unsigned pend_derp:1, pend_dns:1, pend_domain:1, pend_users:1;
     unsigned mark_seq;
+    /* policy (ts_map_policy.c) */
+    ts_map_pol_t *pol;               /* in force; NULL: everyone sees everyone */
+    ts_map_pol_t *pol_prev;          /* what the last delta published, while pol_changed */
+    unsigned pol_changed:1;          /* the next delta carries a policy-style update */
+    unsigned pol_gen;                /* ts_map_policy_gen */
 };
+
+/* A prepared policy: per node (index = position in ids, sorted) its texts, and visibility
+ * as one bitmap row per class of nodes that see the same set (the row holds the members'
+ * own bits too: a node never sees itself). */
+struct ts_map_pol {
+    apr_pool_t *pool;
+    volatile apr_uint32_t refs;
+    int n, words;
+    apr_int64_t *ids;
+    apr_int64_t *owners;
+    int *cls;
+    int ncls;
+    uint64_t *rows;                  /* ncls x words */
+    char **filter;                   /* PacketFilter JSON text */
+    char **ssh;                      /* SSHPolicy JSON text, NULL when no rules */
+    char **caps;                     /* self ,"CapMap":…,"Capabilities":… text, NULL: default */
+};
+
+/* The policy index of node id, or -1. */
+int ts_map_pol_index(const ts_map_pol_t *pol, apr_int64_t id);
+static inline int ts_map_pol_sees(const ts_map_pol_t *pol, int i, int j)
+{
+    const uint64_t *row;
+
+    if (i < 0 || j < 0 || i == j) return 0;
+    row = pol->rows + (size_t)pol->cls[i] * (size_t)pol->words;
+    return (int)((row[j >> 6] >> (j & 63)) & 1u);
+}
+/* The default self capabilities text of ts_map_render.c (at the end of every self entry). */
+extern const char ts_map_self_caps[];
+/* Hash of what the policy reads of a node (user, tags, name, addresses, routes); a change
+ * moves ts_map_policy_gen (ts_map_policy.c). */
+uint64_t ts_map_node_pol_hash(const ts_map_node_t *n);
 
 /* ---- growable text (ts_map_node.c) ---- */
 typedef struct ts_sb {
@@ -144,13 +182,5 @@ apr_int64_t ts_map_wire_user(const ts_map_node_t *n);
 int ts_map_pfx_parse(ts_map_pfx_t *out, const char *text);
 int ts_map_pfx_cmp(const ts_map_pfx_t *a, const ts_map_pfx_t *b);
 
-/* Visibility seam: whether viewer sees peer in maps and deltas. Everyone sees everyone until a
- * policy layer exists; it will decide here and by vis_class. */
-static inline int ts_map_visible(const ts_map_t *m, const ts_map_node_t *viewer,
-                                 const ts_map_node_t *peer)
-{
-    (void)m;
-    return viewer != peer;
-}
 
 #endif

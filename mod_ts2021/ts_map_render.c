@@ -85,7 +85,7 @@ char *ts_sb_take(ts_sb_t *b, size_t *len)
 
 /* Node attributes every node gets until a policy adds nodeAttrs (control API 3.2): the flag
  * caps in both CapMap (capver >= 74) and Capabilities (below 74, e.g. v1.34.2). */
-static const char self_caps[] =
+const char ts_map_self_caps[] =
     ",\"CapMap\":{\"https://tailscale.com/cap/is-admin\":[],"
     "\"https://tailscale.com/cap/ssh\":[],\"https://tailscale.com/cap/file-sharing\":[],"
     "\"default-auto-update\":[false]}"
@@ -309,7 +309,7 @@ static void render_entry(const ts_map_t *m, render_t *r, const ts_map_node_t *n,
     put_pf(r, "LastSeen", pf[TS_PF_LASTSEEN]);
     ts_sb_lit(&r->b, expired ? ",\"MachineAuthorized\":false,\"Expired\":true"
                              : ",\"MachineAuthorized\":true");
-    if (self) ts_sb_lit(&r->b, self_caps);
+    if (self) ts_sb_lit(&r->b, ts_map_self_caps);
     ts_sb_lit(&r->b, "}");
 }
 

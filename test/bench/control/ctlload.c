@@ -84,11 +84,13 @@ static struct {
     int quiet_log;
     long expect_peers;          /* maps: peers a first map should list (-1: keys - 1) */
     int same_disco;             /* maps: keep the disco keys of the keys file */
+    const char *policy_cmd;     /* maps: a shell command that stores a new policy */
+    double policy_timeout;
 } opt = {
     .host = "127.0.0.1", .version = 145, .concurrency = 1000, .timeout = 120,
     .joins = 0, .join_timeout = 30, .join_gap = 1, .decode = DECODE_ALL, .decode_every = 1,
     .verify = 3, .quiet = 3, .settle_max = 120, .retry = 1,
-    .expect_peers = -1,
+    .expect_peers = -1, .policy_timeout = 60,
 };
 
 static double now_s(void)
@@ -532,6 +534,12 @@ static struct {
     long parses;
 } J;
 
+/* the policy change in progress: when each base stream got its new PacketFilter */
+static struct {
+    int active;
+    double *heard;
+} P;
+
 static node_t *base;            /* the N nodes */
 static long nbase;
 static long nkeys;              /* nodes registered beforehand (the keys file) */
@@ -889,7 +897,7 @@ static int frame_wanted(node_t *n)
         if (opt.decode == DECODE_EVERY) return n->idx % opt.decode_every == 0;
         return 0;
     }
-    return J.active && n->role == ROLE_MAP;
+    return (J.active || P.active) && n->role == ROLE_MAP;
 }
 
 static void frame_done(node_t *n)
@@ -927,6 +935,9 @@ static void frame_done(node_t *n)
         st_deltas++;
         if (js && jlen == 18 && !memcmp(js, "{\"KeepAlive\":true}", 18)) st_keepalives++;
         else if (js && J.active && n->role == ROLE_MAP) join_inspect(n, js, jlen, ts);
+        if (js && P.active && n->role == ROLE_MAP && !P.heard[n->idx]
+            && memmem(js, jlen, "\"PacketFilter\"", 14))
+            P.heard[n->idx] = ts;
     }
     if (n->fcap > 65536) {
         free(n->fbuf);
@@ -1921,6 +1932,36 @@ static int mode_maps(void)
         printf("joins_other_processes_cpu_s %.2f\n", other_cpu(mj0, mk2));
         if (ok < opt.joins || missing_total) rc = 1;
     }
+    /* a policy change: from running the command that stores it until every open stream
+     * has a frame with its new PacketFilter */
+    if (opt.policy_cmd) {
+        double t0, tc, end, cpu_p0 = ps_cpu(opt.apache_pid), *lat;
+        long i, open = count_open(), heard = 0, nl = 0;
+        int st;
+
+        P.heard = calloc((size_t)nbase, sizeof(double));
+        lat = calloc((size_t)nbase + 1, sizeof(double));
+        progress("policy change with %ld open streams", open);
+        P.active = 1;
+        t0 = now_s();
+        st = system(opt.policy_cmd);
+        tc = now_s();
+        end = t0 + opt.policy_timeout;
+        while (now_s() < end) {
+            run_events(0.05);
+            for (i = 0, heard = 0; i < nbase; i++) heard += P.heard[i] > 0;
+            if (heard >= count_open()) break;
+        }
+        P.active = 0;
+        for (i = 0; i < nbase; i++)
+            if (P.heard[i] > 0) lat[nl++] = P.heard[i] - t0;
+        printf("policy_cmd_status %d\npolicy_cmd_s %.3f\npolicy_streams_open %ld\n"
+               "policy_streams_updated %ld\n", st, tc - t0, open, nl);
+        print_dist("policy_stream_update_since_cmd", lat, nl);
+        if (opt.apache_pid) printf("policy_server_cpu_s %.2f\n", ps_cpu(opt.apache_pid) - cpu_p0);
+        if (nl < open || st != 0) rc = 1;
+        free(lat);
+    }
     if (opt.hold > 0) {
         double end = now_s() + opt.hold;
         while (now_s() < end) run_events(0.05);
@@ -1982,6 +2023,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: ctlload register --port N --nodes N --keys FILE --authkey K [--pipeline]\n"
             "       ctlload maps --port N --keys FILE [--nodes N] [--joins J --authkey K]\n"
+            "                    [--policy-cmd SHELL-COMMAND [--policy-timeout S]]\n"
             "               [--decode all|none|every:K] [--verify N] [--quiet-s S]\n"
             "               [--settle-max S] [--join-timeout S] [--join-gap S] [--hold S]\n"
             "               [--no-retry] [--expect-peers P] [--same-disco]\n"
@@ -2021,6 +2063,8 @@ int main(int argc, char **argv)
         else if (ARG("--hold")) opt.hold = atof(v);
         else if (ARG("--expect-peers")) opt.expect_peers = atol(v);
         else if (!strcmp(a, "--same-disco")) opt.same_disco = 1;
+        else if (ARG("--policy-cmd")) opt.policy_cmd = v;
+        else if (ARG("--policy-timeout")) opt.policy_timeout = atof(v);
         else if (!strcmp(a, "--no-retry")) opt.retry = 0;
         else if (!strcmp(a, "--quiet")) opt.quiet_log = 1;
         else if (ARG("--decode")) {
