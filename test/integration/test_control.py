@@ -434,7 +434,7 @@ def test_streams_opened_during_changes_never_go_back(server_factory, tmp_path):
     def move():
         try:
             for i in range(1, rounds + 1):
-                assert mover.lite_update([f"198.51.100.{i}:41641"]) == 200
+                assert mover.lite_update([f"203.0.113.{i}:41641"]) == 200
                 time.sleep(0.02)
         except Exception as e:      # reported below
             errors.append(e)
@@ -442,7 +442,7 @@ def test_streams_opened_during_changes_never_go_back(server_factory, tmp_path):
     def index_of(p):
         eps = p.get("Endpoints") or []
         for e in eps:
-            m = re.match(r"198\.51\.100\.(\d+):41641$", e)
+            m = re.match(r"203\.0\.113\.(\d+):41641$", e)
             if m:
                 return int(m.group(1))
         return None
