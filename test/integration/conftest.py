@@ -219,3 +219,9 @@ def ts_factory():
 @pytest.fixture(params=["plain", "tls"])
 def ts_server(request, ts_factory):
     return ts_factory(tls=request.param == "tls")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ts2021ctl_built():
+    """ts2021ctl is up to date before any test calls it (build/check builds it too)."""
+    subprocess.run(["make", "-s", "ts2021ctl"], cwd=TOP, check=True)
