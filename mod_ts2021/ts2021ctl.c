@@ -15,7 +15,7 @@
 
 /* ---- output ---- */
 
-static int print_json(json_t *j)
+int ctl_print_json(json_t *j)
 {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
 
@@ -193,7 +193,7 @@ static int cmd_users_create(ctl_t *c)
     rv = ts_store_user_create(c->st, c->p, &u, &err);
     if (rv == TS_STORE_ECONFLICT) return ctl_fail(1, "user '%s' already exists", u.name);
     if (rv != APR_SUCCESS) return ctl_fail(rv == APR_EINVAL ? EXIT_USAGE : 1, "%s", err);
-    if (c->json) return print_json(user_json(c, &u));
+    if (c->json) return ctl_print_json(user_json(c, &u));
     printf("user '%s' created (id %" APR_INT64_T_FMT ")\n", u.name, u.id);
     return 0;
 }
@@ -219,7 +219,7 @@ static int cmd_users_list(ctl_t *c)
         r[3] = u->email ? u->email : "";
         r[4] = time_text(c->p, u->created_at, "");
     }
-    if (c->json) return print_json(out);
+    if (c->json) return ctl_print_json(out);
     json_decref(out);
     print_table(rows, 5);
     return 0;
@@ -242,7 +242,7 @@ static int cmd_users_rename(ctl_t *c)
     rv = ts_store_user_update(c->st, c->p, u, &err);
     if (rv == TS_STORE_ECONFLICT) return ctl_fail(1, "user '%s' already exists", u->name);
     if (rv != APR_SUCCESS) return ctl_fail(rv == APR_EINVAL ? EXIT_USAGE : 1, "%s", err);
-    if (c->json) return print_json(user_json(c, u));
+    if (c->json) return ctl_print_json(user_json(c, u));
     printf("user '%s' renamed to '%s'\n", old, u->name);
     return 0;
 }
@@ -267,7 +267,7 @@ static int cmd_users_delete(ctl_t *c)
         return ctl_fail(1, "%s", err);
     }
     if (c->json) {
-        return print_json(json_pack("{s:I, s:s, s:i}", "deleted", (json_int_t)u->id, "name",
+        return ctl_print_json(json_pack("{s:I, s:s, s:i}", "deleted", (json_int_t)u->id, "name",
                                     u->name, "nodes_deleted", nodes->nelts));
     }
     printf("user '%s' deleted (%d node(s) with it)\n", u->name, nodes->nelts);
@@ -275,14 +275,6 @@ static int cmd_users_delete(ctl_t *c)
 }
 
 /* ---- pre-auth keys ---- */
-
-static const char *key_status(const ts_preauth_key_t *k, apr_time_t now)
-{
-    if (k->revoked) return "revoked";
-    if (k->expiration && k->expiration <= now) return "expired";
-    if (!k->reusable && k->used) return "used";
-    return "valid";
-}
 
 static json_t *key_json(ctl_t *c, const ts_preauth_key_t *k)
 {
@@ -295,7 +287,7 @@ static json_t *key_json(ctl_t *c, const ts_preauth_key_t *k)
                      "revoked", json_time(c->p, k->revoked),
                      "created", json_time(c->p, k->created_at),
                      "description", json_text(k->description),
-                     "status", key_status(k, apr_time_now()));
+                     "status", ts_store_preauth_key_status(k, apr_time_now()));
 }
 
 /* --tags tag:a,tag:b as a JSON array text; NULL and a message if one is malformed. */
@@ -353,7 +345,7 @@ static int cmd_keys_create(ctl_t *c)
     if (c->json) {
         json_t *j = key_json(c, &k);
         json_object_set_new(j, "key", json_string(text));
-        return print_json(j);
+        return ctl_print_json(j);
     }
     printf("%s\n", text);
     fprintf(stderr, "pre-auth key %" APR_INT64_T_FMT " created; it is shown only this once\n",
@@ -388,9 +380,9 @@ static int cmd_keys_list(ctl_t *c)
         r[4] = k->ephemeral ? "yes" : "no";
         r[5] = tags_text(c->p, k->tags);
         r[6] = time_text(c->p, k->expiration, "never");
-        r[7] = key_status(k, apr_time_now());
+        r[7] = ts_store_preauth_key_status(k, apr_time_now());
     }
-    if (c->json) return print_json(out);
+    if (c->json) return ctl_print_json(out);
     json_decref(out);
     print_table(rows, 8);
     return 0;
@@ -411,7 +403,7 @@ static int cmd_keys_expire(ctl_t *c)
             return ctl_fail(1, "%s", err);
         }
     }
-    if (c->json) return print_json(key_json(c, k));
+    if (c->json) return ctl_print_json(key_json(c, k));
     printf("pre-auth key %" APR_INT64_T_FMT " (%s) expired at %s\n", k->id, k->prefix,
            time_text(c->p, k->expiration, ""));
     return 0;
@@ -449,7 +441,7 @@ static int cmd_apikeys_create(ctl_t *c)
     if (c->json) {
         json_t *j = apikey_json(c, &k);
         json_object_set_new(j, "key", json_string(text));
-        return print_json(j);
+        return ctl_print_json(j);
     }
     printf("%s\n", text);
     fprintf(stderr, "API key %" APR_INT64_T_FMT " created; it is shown only this once\n", k.id);
@@ -480,7 +472,7 @@ static int cmd_apikeys_list(ctl_t *c)
         r[3] = time_text(c->p, k->last_seen, "never");
         r[4] = k->expiration && k->expiration <= apr_time_now() ? "expired" : "valid";
     }
-    if (c->json) return print_json(out);
+    if (c->json) return ctl_print_json(out);
     json_decref(out);
     print_table(rows, 5);
     return 0;
@@ -510,7 +502,7 @@ static int cmd_apikeys_expire(ctl_t *c)
             return ctl_fail(1, "%s", err);
         }
     }
-    if (c->json) return print_json(apikey_json(c, k));
+    if (c->json) return ctl_print_json(apikey_json(c, k));
     printf("API key %" APR_INT64_T_FMT " (%s) expired at %s\n", k->id, k->prefix,
            time_text(c->p, k->expiration, ""));
     return 0;
@@ -583,7 +575,7 @@ static int cmd_nodes_list(ctl_t *c)
         json_array_append_new(out, node_json(c, n));
         node_row(c, rows, n);
     }
-    if (c->json) return print_json(out);
+    if (c->json) return ctl_print_json(out);
     json_decref(out);
     print_table(rows, 9);
     return 0;
@@ -612,7 +604,7 @@ static int show_node(ctl_t *c, const ts_node_t *n)
     json_object_set_new(j, "routes", rj);
     hi = n->host_info ? json_loads(n->host_info, 0, NULL) : NULL;
     json_object_set_new(j, "hostinfo", hi ? hi : json_null());
-    if (c->json) return print_json(j);
+    if (c->json) return ctl_print_json(j);
     json_object_foreach(j, key, iter) {
         const char **r = row_new(rows, 2);
         char *s = json_is_string((json_t *)iter) ? NULL
@@ -645,7 +637,7 @@ static int node_update(ctl_t *c, ts_node_t *n, const char *what)
         return ctl_fail(1, "name '%s' is taken by another node", n->given_name);
     }
     if (rv != APR_SUCCESS) return ctl_fail(1, "%s", err);
-    if (c->json) return print_json(node_json(c, n));
+    if (c->json) return ctl_print_json(node_json(c, n));
     printf("node %" APR_INT64_T_FMT " '%s' %s\n", n->id, n->given_name, what);
     return 0;
 }
@@ -659,7 +651,7 @@ static int cmd_nodes_expire(ctl_t *c)
     if (want_args(c, 1, "ID|NAME")) return EXIT_USAGE;
     if ((code = find_node(c, arg(c, 0), &n)) != 0) return code;
     if (ts_register_node_expired(n, now)) {
-        if (c->json) return print_json(node_json(c, n));
+        if (c->json) return ctl_print_json(node_json(c, n));
         printf("node %" APR_INT64_T_FMT " '%s' had already expired\n", n->id, n->given_name);
         return 0;
     }
@@ -696,7 +688,7 @@ static int cmd_nodes_delete(ctl_t *c)
         return ctl_fail(1, "%s", err);
     }
     if (c->json) {
-        return print_json(json_pack("{s:I, s:s}", "deleted", (json_int_t)n->id, "name",
+        return ctl_print_json(json_pack("{s:I, s:s}", "deleted", (json_int_t)n->id, "name",
                                     n->given_name));
     }
     printf("node %" APR_INT64_T_FMT " '%s' deleted\n", n->id, n->given_name);
@@ -725,7 +717,7 @@ static int cmd_nodes_register(ctl_t *c)
     if ((code = find_node(c, apr_psprintf(c->p, "%" APR_INT64_T_FMT, node_id), &n)) != 0) {
         return code;
     }
-    if (c->json) return print_json(node_json(c, n));
+    if (c->json) return ctl_print_json(node_json(c, n));
     printf("node %" APR_INT64_T_FMT " '%s' registered for user '%s' (%s %s)\n", n->id,
            n->given_name, u->name, n->ipv4 ? n->ipv4 : "", n->ipv6 ? n->ipv6 : "");
     return 0;
@@ -739,7 +731,7 @@ static int cmd_nodes_reject(ctl_t *c)
     if (ts_register_reject(c->st, c->p, arg(c, 0), ctl_opt(c, "reason"), &err) != APR_SUCCESS) {
         return ctl_fail(1, "%s", err);
     }
-    if (c->json) return print_json(json_pack("{s:s}", "rejected", arg(c, 0)));
+    if (c->json) return ctl_print_json(json_pack("{s:s}", "rejected", arg(c, 0)));
     printf("registration %s rejected\n", arg(c, 0));
     return 0;
 }
@@ -804,7 +796,7 @@ static int cmd_routes_list(ctl_t *c)
             route_row(rows, n, rt, c->p);
         }
     }
-    if (c->json) return print_json(out);
+    if (c->json) return ctl_print_json(out);
     json_decref(out);
     print_table(rows, 6);
     return 0;
@@ -840,7 +832,7 @@ static int routes_approve(ctl_t *c, int approved)
         out = json_array();
         for (i = 0; i < next->nelts; i++)
             json_array_append_new(out, route_json(n, &APR_ARRAY_IDX(next, i, ts_route_t)));
-        return print_json(out);
+        return ctl_print_json(out);
     }
     for (i = 0; i < prefixes->nelts; i++) {
         const char *pfx = APR_ARRAY_IDX(prefixes, i, const char *);

@@ -7,6 +7,7 @@
 #include <apr_hash.h>
 #include <apr_tables.h>
 #include <apr_time.h>
+#include <jansson.h>
 #include "ts_store.h"
 #include "ts_tailnet.h"
 
@@ -23,6 +24,9 @@ typedef struct ctl_t {
 } ctl_t;
 
 extern const char CTL_GLOBAL_HELP[];
+
+/* j as indented JSON on stdout; takes the reference; returns 0. */
+int ctl_print_json(json_t *j);
 
 /* "ts2021ctl: <message>" on stderr; returns code. */
 int ctl_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

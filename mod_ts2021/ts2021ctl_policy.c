@@ -12,16 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int policy_print_json(json_t *j)
-{
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-
-    printf("%s\n", s ? s : "null");
-    free(s);
-    json_decref(j);
-    return 0;
-}
-
 /* The text of path ("-": standard input), at most TS_HUJSON_MAX bytes; NULL after a message. */
 static const char *policy_read(ctl_t *c, const char *path, apr_size_t *len)
 {
@@ -54,7 +44,7 @@ static const char *policy_read(ctl_t *c, const char *path, apr_size_t *len)
 static int policy_refused(ctl_t *c, const char *path, const ts_policy_error_t *e)
 {
     if (c->json) {
-        policy_print_json(json_pack("{s:b, s:s, s:i, s:i, s:s}", "valid", 0, "error", e->text,
+        ctl_print_json(json_pack("{s:b, s:s, s:i, s:i, s:s}", "valid", 0, "error", e->text,
                                     "line", e->line, "column", e->column, "message",
                                     e->message));
         return 1;
@@ -74,7 +64,7 @@ int ctl_cmd_policy_get(ctl_t *c)
         /* the vhost of --apache-config reads it from a file: that is the one in force */
         if (!(text = policy_read(c, c->conf.policy_file, &len))) return 1;
         if (c->json) {
-            return policy_print_json(json_pack("{s:s, s:n, s:n, s:s, s:s}", "policy", text,
+            return ctl_print_json(json_pack("{s:s, s:n, s:n, s:s, s:s}", "policy", text,
                                                "id", "updated", "source", "file", "file",
                                                c->conf.policy_file));
         }
@@ -86,7 +76,7 @@ int ctl_cmd_policy_get(ctl_t *c)
     rv = ts_store_policy_get(c->st, c->p, &row, &err);
     if (rv == TS_STORE_ENOTFOUND) {
         if (c->json) {
-            return policy_print_json(json_pack("{s:n, s:n, s:n, s:s}", "policy", "id",
+            return ctl_print_json(json_pack("{s:n, s:n, s:n, s:s}", "policy", "id",
                                                "updated", "source", "database"));
         }
         fprintf(stderr, "ts2021ctl: no policy stored: every node may reach every other\n");
@@ -96,7 +86,7 @@ int ctl_cmd_policy_get(ctl_t *c)
     if (c->json) {
         apr_time_exp_t tm;
         apr_time_exp_gmt(&tm, row->created_at);
-        return policy_print_json(json_pack(
+        return ctl_print_json(json_pack(
             "{s:s, s:I, s:s, s:s}", "policy", row->data, "id", (json_int_t)row->id, "updated",
             apr_psprintf(c->p, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
                          tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec),
@@ -124,7 +114,7 @@ int ctl_cmd_policy_check(ctl_t *c)
         return policy_refused(c, path, &e);
     }
     if (c->json) {
-        return policy_print_json(json_pack("{s:b, s:i, s:i}", "valid", 1, "users", tn->nusers,
+        return ctl_print_json(json_pack("{s:b, s:i, s:i}", "valid", 1, "users", tn->nusers,
                                            "nodes", tn->nnodes));
     }
     printf("%s: the policy is valid (compiled for %d user(s) and %d node(s), its tests "
@@ -156,7 +146,7 @@ int ctl_cmd_policy_set(ctl_t *c)
                         "failed: %s", id, err ? err : "database error");
     }
     if (c->json) {
-        return policy_print_json(json_pack("{s:I, s:i}", "id", (json_int_t)id,
+        return ctl_print_json(json_pack("{s:I, s:i}", "id", (json_int_t)id,
                                            "auto_approved_nodes", approved));
     }
     printf("policy stored (id %" APR_INT64_T_FMT ")", id);

@@ -9,14 +9,6 @@
 
 /* ---- pre-auth keys ---- */
 
-static const char *key_status(const ts_preauth_key_t *k, apr_time_t now)
-{
-    if (k->revoked) return "revoked";
-    if (k->expiration && k->expiration <= now) return "expired";
-    if (!k->reusable && k->used) return "used";
-    return "valid";
-}
-
 static json_t *pak_json(admin_ctx_t *c, const ts_preauth_key_t *k)
 {
     return json_pack("{s:I, s:s, s:o, s:o, s:b, s:b, s:b, s:o, s:o, s:o, s:o, s:o, s:s}",
@@ -28,7 +20,7 @@ static json_t *pak_json(admin_ctx_t *c, const ts_preauth_key_t *k)
                      "revoked", admin_jtime(c->p, k->revoked),
                      "created", admin_jtime(c->p, k->created_at),
                      "description", admin_jtext(k->description),
-                     "status", key_status(k, c->env->now));
+                     "status", ts_store_preauth_key_status(k, c->env->now));
 }
 
 static int paks_list(admin_ctx_t *c)

@@ -286,6 +286,8 @@ apr_status_t ts_store_node_routes_set(ts_store_t *st, apr_pool_t *p, apr_int64_t
  * Secrets are random and long, so a fast keyed hash suffices (no password hashing). */
 
 /* Stores k with hash(secret); sets k->id, hash, created_at. */
+/* "revoked", "expired", "used" (single-use, spent) or "valid" at now. */
+const char *ts_store_preauth_key_status(const ts_preauth_key_t *k, apr_time_t now);
 apr_status_t ts_store_preauth_key_create(ts_store_t *st, apr_pool_t *p, ts_preauth_key_t *k,
                                          const char *secret, const char **err);
 apr_status_t ts_store_preauth_key_get(ts_store_t *st, apr_pool_t *p, apr_int64_t id,

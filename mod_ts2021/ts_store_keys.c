@@ -472,3 +472,11 @@ apr_status_t ts_store_api_key_delete(ts_store_t *st, apr_pool_t *p, apr_int64_t 
     return ts_store__write(st, p, apr_psprintf(p, "deleting API key %" APR_INT64_T_FMT, id),
                            api_delete_tx, &id, err);
 }
+
+const char *ts_store_preauth_key_status(const ts_preauth_key_t *k, apr_time_t now)
+{
+    if (k->revoked) return "revoked";
+    if (k->expiration && k->expiration <= now) return "expired";
+    if (!k->reusable && k->used) return "used";
+    return "valid";
+}
