@@ -264,3 +264,13 @@ def ts_server(request, ts_factory):
 def ts2021ctl_built():
     """ts2021ctl is up to date before any test calls it (build/check builds it too)."""
     subprocess.run(["make", "-s", "ts2021ctl"], cwd=TOP, check=True)
+
+
+@pytest.fixture
+def conf_path():
+    """A generated Apache configuration (SQLite, nothing started) for `apache2 -t` tests."""
+    state = make_state_dir()
+    s = Server(state, "sqlite", None)
+    yield s.config_only()
+    s.stop(check_log=False)
+    shutil.rmtree(state, ignore_errors=True)

@@ -2,17 +2,15 @@
 # merged with TS2021DERPMapFile, refreshed on the interval with changes reaching open streams,
 # the last good copy kept when the URL fails or serves garbage, the cached copy used after a
 # restart with the URL down, a late first map once the URL comes up, and bad directives.
-import copy
 import http.server
 import json
 import os
-import shutil
 import threading
 import time
 
 import pytest
 
-from conftest import Server, make_state_dir
+from conftest import make_state_dir
 from test_config import configtest, edit
 from test_control import Node, new_authkey
 from tsclient import control
@@ -170,15 +168,6 @@ def test_first_map_arrives_once_the_url_comes_up(server_factory, tmp_path, derp)
     first = n.open_map()
     assert sorted(first["DERPMap"]["Regions"]) == ["901"]
     n.close()
-
-
-@pytest.fixture
-def conf_path():
-    state = make_state_dir()
-    s = Server(state, "sqlite", None)
-    yield s.config_only()
-    s.stop(check_log=False)
-    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.mark.parametrize("line,message", [

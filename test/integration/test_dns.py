@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from conftest import Server, make_state_dir
 from test_config import configtest, edit
 from test_control import Node, new_authkey, tailnet_server
 from test_lifecycle import apache_pid
@@ -83,14 +82,6 @@ def test_graceful_restart_serves_changed_settings(server_factory, tmp_path):
             pass
         assert time.time() < deadline, "new DNS settings not served after a graceful restart"
         time.sleep(0.5)
-
-
-@pytest.fixture
-def conf_path():
-    state = make_state_dir()
-    s = Server(state, "sqlite", None)
-    yield s.config_only()
-    s.stop(check_log=False)
 
 
 @pytest.mark.parametrize("line,message", [

@@ -1,20 +1,9 @@
 # test_policy_file.py: TS2021PolicyFile is checked by `apache2 -t` (missing file, bad HuJSON
 # or bad policy named with its line) and a good one passes.
-import shutil
 
 import pytest
 
-from conftest import Server, make_state_dir
 from test_config import configtest, edit
-
-
-@pytest.fixture
-def conf_path():
-    state = make_state_dir()
-    s = Server(state, "sqlite", None)
-    yield s.config_only()
-    s.stop(check_log=False)
-    shutil.rmtree(state, ignore_errors=True)
 
 
 GOOD = """// the tailnet's policy
