@@ -298,6 +298,17 @@ static void field(pieces_t *pc, int *k, const char *name, const char *value)
 
 /* The delta as viewer sees it (viewer 0: the shared rendering). Returns the number of fields
  * besides ControlTime. */
+/* The fields every delta rendering ends with, and the closing brace; the field count. */
+static int delta_close(pieces_t *pc, int k, const ts_map_delta_t *d)
+{
+    field(pc, &k, "DERPMap", d->derp);
+    field(pc, &k, "DNSConfig", d->dns);
+    field(pc, &k, "Domain", d->domain);
+    field(pc, &k, "ControlTime", d->ctime);
+    pc_lit(pc, "}");
+    return k - 1;
+}
+
 static int render_delta(const ts_map_delta_t *d, apr_int64_t viewer, pieces_t *pc)
 {
     const delta_entry_t *self = entry_find(d->selves, d->nselves, viewer);
@@ -314,12 +325,7 @@ static int render_delta(const ts_map_delta_t *d, apr_int64_t viewer, pieces_t *p
     field(pc, &k, "PeersChangedPatch", d->patches);
     field(pc, &k, "UserProfiles", d->profiles);
     field(pc, &k, "Node", self ? self->json : NULL);
-    field(pc, &k, "DERPMap", d->derp);
-    field(pc, &k, "DNSConfig", d->dns);
-    field(pc, &k, "Domain", d->domain);
-    field(pc, &k, "ControlTime", d->ctime);
-    pc_lit(pc, "}");
-    return k - 1;
+    return delta_close(pc, k, d);
 }
 
 /* ---- policy renderings ---- */
@@ -461,12 +467,7 @@ static int render_policy(const view_t *v, apr_pool_t *p, pieces_t *pc)
         field(pc, &k, "PacketFilter", !d->pol ? allow_all : v->iv >= 0 ? d->pol->filter[v->iv] : "[]");
         field(pc, &k, "SSHPolicy", ssh ? ssh : old ? "{\"rules\":[]}" : NULL);
     }
-    field(pc, &k, "DERPMap", d->derp);
-    field(pc, &k, "DNSConfig", d->dns);
-    field(pc, &k, "Domain", d->domain);
-    field(pc, &k, "ControlTime", d->ctime);
-    pc_lit(pc, "}");
-    return k - 1;
+    return delta_close(pc, k, d);
 }
 
 static void view_init(view_t *v, const ts_map_delta_t *d, apr_int64_t viewer)
