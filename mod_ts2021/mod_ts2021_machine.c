@@ -264,22 +264,25 @@ static int map_prepare(machine_task *t, apr_pool_t *p, const map_request *m, ts_
     return 1;
 }
 
-/* The full map as one frame. The JSON is put together from cached pieces under rt->mu; a
+/* The full map as one frame. Under rt->mu the map is planned from cached pieces: for zstd
+ * clients the shared compressed peer chunks that are current (referenced) and the texts to
+ * compress (the viewer's own, stale chunks: copied); for raw-JSON clients the JSON itself. A
  * stream is registered in the same critical section (pending: the deltas built meanwhile
- * wait in its queue), the map is compressed after unlocking, and then the stream's head,
- * this frame and the queued deltas are posted in order under rt->mu again, so that no delta
- * is missed or overtakes the map. The node's first stream here publishes it online before
- * the compression, with the change map_prepare stored (bump) in the same notification, so
- * that peers get one delta for both. */
+ * wait in its queue), the compression happens after unlocking, and then, under rt->mu again,
+ * the chunks compressed here are cached and the stream's head, this frame and the queued
+ * deltas are posted in order, so that no delta is missed or overtakes the map. The node's
+ * first stream here publishes it online before the compression, with the change
+ * map_prepare stored (bump) in the same notification, so that peers get one delta for both. */
 static void map_send_full(machine_task *t, const ts_node_t *n,
                           const map_request *m, int streaming, int bump)
 {
     ts_tailnet_rt *rt = t->rt;
     ts_tailnet_scratch *sc;
     machine_stream *ms = NULL;
+    ts_map_plan_t *plan = NULL;
     const char *err = NULL;
-    char *json;
-    apr_size_t len;
+    char *json = NULL;
+    apr_size_t len = 0;
     uint8_t *frame = NULL;
     size_t flen = 0;
     apr_status_t rv;
@@ -289,6 +292,9 @@ static void map_send_full(machine_task *t, const ts_node_t *n,
     if (!(sc = ts_tailnet_scratch_take(rt))) {
         rv = APR_ENOMEM;
         err = "out of memory";
+    }
+    else if (m->compress) {
+        rv = ts_map_full_plan(rt->map, n->id, apr_time_now(), &plan, &err);
     }
     else {
         rv = ts_map_full(rt->map, n->id, apr_time_now(), sc->pool, &json, &len, &err);
@@ -302,35 +308,36 @@ static void map_send_full(machine_task *t, const ts_node_t *n,
     apr_thread_mutex_unlock(rt->mu);
     if (first) ts_tailnet_publish_online(rt, n->id);      /* bumps */
     else if (bump) ts_notify_bump();
-    if (rv == APR_SUCCESS) {
-        size_t cap = ts_mapframe_bound(len, m->compress);
-        if (sc->out_cap < cap) {
-            free(sc->out);
-            sc->out_cap = 0;
-            if ((sc->out = malloc(cap)) != NULL) sc->out_cap = cap;
+    if (rv == APR_SUCCESS && plan) {
+        rv = ts_map_plan_encode(plan, sc->enc, &err);
+        if (rv == APR_SUCCESS && !(frame = ts_map_plan_frame(plan, &flen))) {
+            rv = APR_ENOMEM;
+            err = "out of memory";
         }
-        if (!sc->out) {
+    }
+    else if (rv == APR_SUCCESS) {
+        if (!(frame = malloc(ts_mapframe_bound(len, 0)))) {
             rv = APR_ENOMEM;
             err = "out of memory";
         }
         else {
-            rv = ts_mapframe_encode_into(sc->enc, json, len, m->compress, sc->out, cap, &flen,
-                                         &err);
+            rv = ts_mapframe_encode_into(NULL, json, len, 0, frame, ts_mapframe_bound(len, 0),
+                                         &flen, &err);
         }
-        /* The frame leaves in a buffer of its own size; the big one stays for the next. */
-        if (rv == APR_SUCCESS && !(frame = malloc(flen ? flen : 1))) {
-            rv = APR_ENOMEM;
-            err = "out of memory";
-        }
-        if (rv == APR_SUCCESS) memcpy(frame, sc->out, flen);
     }
-    if (sc || ms) {
+    if (rv != APR_SUCCESS) {
+        free(frame);
+        frame = NULL;
+    }
+    if (sc || ms || plan) {
         apr_thread_mutex_lock(rt->mu);
+        if (plan && rv == APR_SUCCESS) ts_map_plan_install(rt->map, plan, apr_time_now());
         ts_tailnet_scratch_give(rt, sc);
         if (ms) ts_tailnet_stream_ready(rt, ms, frame, flen);
         apr_thread_mutex_unlock(rt->mu);
-        if (ms) frame = NULL;       /* passed on */
+        if (ms) frame = NULL;       /* passed on (or freed) */
     }
+    ts_map_plan_free(plan);
     if (rv == APR_SUCCESS && streaming && !ms) {
         task_text(t, 503, "server busy\n");
     }

@@ -105,6 +105,7 @@ static apr_status_t map_cleanup(void *data)
     free(m->removed.v);
     ts_map_pol_unref(m->pol);
     ts_map_pol_unref(m->pol_prev);
+    ts_map_zcache_free(m);
     return APR_SUCCESS;
 }
 

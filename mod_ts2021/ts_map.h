@@ -102,6 +102,34 @@ apr_status_t ts_map_peer_json(ts_map_t *m, apr_int64_t id, apr_time_t now,
 apr_status_t ts_map_full(ts_map_t *m, apr_int64_t viewer, apr_time_t now, apr_pool_t *p,
                          char **json, apr_size_t *len, const char **err);
 
+/* ---- full maps from shared compressed chunks (ts_map_chunks.c) ----
+ * The same MapResponse as ts_map_full, as a frame whose zstd payload is several frames one
+ * after the other (clients decode them all and concatenate the output): the viewer's own
+ * texts (Node, settings, UserProfiles, ControlTime) compressed for it, and the peer list in
+ * chunks of nodes compressed once per change and shared by every viewer that sees the whole
+ * chunk (everyone without a policy; a visibility class sees a chunk it sees part of in a
+ * variant of its own). The chunk holding the viewer itself is rendered for it.
+ *
+ * 1. ts_map_full_plan, under the view's lock: settles, references the cached chunks that are
+ *    current, copies the texts to compress (the viewer's own, and stale or missing chunks).
+ * 2. ts_map_plan_encode, no lock: compresses them with this thread's encoder.
+ * 3. ts_map_plan_install, under the view's lock again: caches the chunks the plan compressed
+ *    when they are still current (a chunk is keyed by its nodes and their entries' versions).
+ * 4. ts_map_plan_frame: the frame (LE32 + payload), malloc'd; ts_map_plan_free. */
+typedef struct ts_map_plan ts_map_plan_t;
+
+apr_status_t ts_map_full_plan(ts_map_t *m, apr_int64_t viewer, apr_time_t now,
+                              ts_map_plan_t **plan, const char **err);
+apr_status_t ts_map_plan_encode(ts_map_plan_t *plan, ts_mapframe_enc_t *enc, const char **err);
+void ts_map_plan_install(ts_map_t *m, ts_map_plan_t *plan, apr_time_t now);
+/* The whole frame, malloc'd (NULL: out of memory). */
+uint8_t *ts_map_plan_frame(const ts_map_plan_t *plan, size_t *len);
+void ts_map_plan_free(ts_map_plan_t *plan);
+/* For tests and benchmarks: shared chunks referenced from the cache / compressed by the plan,
+ * zstd frames in the payload, and the cached chunks. */
+void ts_map_plan_stats(const ts_map_plan_t *plan, int *reused, int *built, int *frames);
+int ts_map_zcache_count(const ts_map_t *m);
+
 /* {"KeepAlive":true} (control API 2.4); a static string. */
 const char *ts_map_keepalive_json(apr_size_t *len);
 

@@ -70,6 +70,11 @@ static void mark_user(ts_map_t *m, const ts_map_node_t *n, unsigned seq)
     if (u) u->mark = seq;
 }
 
+void ts_map_mark_user(ts_map_t *m, const ts_map_node_t *n, unsigned seq)
+{
+    mark_user(m, n, seq);
+}
+
 /* Profiles marked with seq (or pending, if also_pending), by ID; 0 if none. */
 static int add_profiles(ts_map_t *m, pieces_t *pc, unsigned seq, int also_pending)
 {
@@ -94,6 +99,11 @@ static unsigned next_seq(ts_map_t *m)
 {
     if (!++m->mark_seq) ++m->mark_seq;      /* 0 is "never marked" */
     return m->mark_seq;
+}
+
+unsigned ts_map_next_seq(ts_map_t *m)
+{
+    return next_seq(m);
 }
 
 /* ---- full map ---- */
@@ -133,32 +143,32 @@ static void add_peers(ts_map_t *m, pieces_t *pc, const ts_map_node_t *viewer, un
     if (k) pc_lit(pc, "]");
 }
 
-apr_status_t ts_map_full(ts_map_t *m, apr_int64_t viewer, apr_time_t now, apr_pool_t *p,
-                         char **json, apr_size_t *len, const char **err)
+/* The pieces' text appended to b; frees the list. */
+static void pc_to_sb(pieces_t *pc, ts_sb_t *b)
+{
+    int i;
+
+    for (i = 0; i < pc->n; i++) ts_sb_raw(b, pc->v[i].s, pc->v[i].n);
+    free(pc->v);
+    memset(pc, 0, sizeof(*pc));
+}
+
+void ts_map_full_head(ts_map_t *m, const ts_map_node_t *v, int iv, ts_sb_t *b)
 {
     pieces_t pc = { NULL, 0, 0, 0 };
-    char ctime[48];
-    ts_map_node_t *v;
-    unsigned seq;
-    int iv;
 
-    ts_map_settle(m, now);
-    if (!(v = ts_map_find(m, viewer))) {
-        *err = "node is not in the tailnet view";
-        return APR_NOTFOUND;
-    }
-    if (!m->derp_json) {
-        *err = "no DERP map loaded yet";
-        return APR_EAGAIN;
-    }
-    seq = next_seq(m);
-    mark_user(m, v, seq);
     pc_lit(&pc, "{\"Node\":");
-    iv = ts_map_pol_index(m->pol, viewer);
     self_add(&pc, v->self_json, v->self_len, iv >= 0 ? m->pol->caps[iv] : NULL);
     pc_lit(&pc, ",\"DERPMap\":");
     pc_add(&pc, m->derp_json, m->derp_len);
-    add_peers(m, &pc, v, seq);
+    pc_to_sb(&pc, b);
+}
+
+void ts_map_full_tail(ts_map_t *m, int iv, unsigned seq, apr_time_t now, ts_sb_t *b)
+{
+    pieces_t pc = { NULL, 0, 0, 0 };
+    char ctime[48];
+
     if (m->dns_json) {
         pc_lit(&pc, ",\"DNSConfig\":");
         pc_add(&pc, m->dns_json, m->dns_len);
@@ -178,7 +188,38 @@ apr_status_t ts_map_full(ts_map_t *m, apr_int64_t viewer, apr_time_t now, apr_po
     pc_lit(&pc, ",\"ControlTime\":");
     pc_add(&pc, ctime, ts_map_fmt_time(ctime, sizeof(ctime), now));
     pc_lit(&pc, ",\"Debug\":{\"DisableLogTail\":true}}");
+    pc_to_sb(&pc, b);
+}
+
+apr_status_t ts_map_full(ts_map_t *m, apr_int64_t viewer, apr_time_t now, apr_pool_t *p,
+                         char **json, apr_size_t *len, const char **err)
+{
+    pieces_t pc = { NULL, 0, 0, 0 };
+    ts_sb_t head = { NULL, 0, 0 }, tail = { NULL, 0, 0 };
+    ts_map_node_t *v;
+    unsigned seq;
+    int iv;
+
+    ts_map_settle(m, now);
+    if (!(v = ts_map_find(m, viewer))) {
+        *err = "node is not in the tailnet view";
+        return APR_NOTFOUND;
+    }
+    if (!m->derp_json) {
+        *err = "no DERP map loaded yet";
+        return APR_EAGAIN;
+    }
+    seq = next_seq(m);
+    mark_user(m, v, seq);
+    iv = ts_map_pol_index(m->pol, viewer);
+    ts_map_full_head(m, v, iv, &head);
+    pc_add(&pc, head.d, head.len);
+    add_peers(m, &pc, v, seq);
+    ts_map_full_tail(m, iv, seq, now, &tail);
+    pc_add(&pc, tail.d, tail.len);
     *json = pc_join(&pc, p, 0, len);
+    free(head.d);
+    free(tail.d);
     return APR_SUCCESS;
 }
 

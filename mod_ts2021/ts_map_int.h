@@ -67,6 +67,7 @@ typedef struct ts_map_node {
     size_t peer_len, self_len;
     uint64_t peer_base_hash;         /* hash of the peer entry without the patchable fields */
     uint64_t self_hash;              /* hash of the self entry without Hostinfo.NetInfo */
+    uint64_t peer_gen;               /* the view's peer_seq when peer_json last changed */
     char *pf[TS_PF_COUNT];           /* patchable values as JSON text; NULL: absent */
     /* change tracking */
     unsigned dirty:1;                /* must be re-rendered at the next settle */
@@ -111,6 +112,12 @@ struct ts_map {
     ts_map_pol_t *pol_prev;          /* what the last delta published, while pol_changed */
     unsigned pol_changed:1;          /* the next delta carries a policy-style update */
     unsigned pol_gen;                /* ts_map_policy_gen */
+    unsigned pol_serial;             /* bumped whenever pol is replaced */
+    /* compressed peer chunks (ts_map_chunks.c), sorted by (first, cls, pol_serial) */
+    uint64_t peer_seq;               /* bumped whenever a node's peer_json changes */
+    struct ts_map_zchunk *zc;
+    int nzc, capzc;
+    apr_time_t zc_swept;
 };
 
 /* A prepared policy: per node (index = position in ids, sorted) its texts, and visibility
@@ -145,6 +152,17 @@ extern const char ts_map_self_caps[];
 /* Hash of what the policy reads of a node (user, tags, name, addresses, routes); a change
  * moves ts_map_policy_gen (ts_map_policy.c). */
 uint64_t ts_map_node_pol_hash(const ts_map_node_t *n);
+
+struct ts_sb;
+/* ---- full-map pieces shared by ts_map_full and ts_map_chunks.c (ts_map_build.c) ---- */
+unsigned ts_map_next_seq(ts_map_t *m);
+void ts_map_mark_user(ts_map_t *m, const ts_map_node_t *n, unsigned seq);
+/* {"Node":<self>,"DERPMap":<derp> (iv: the viewer's policy index or -1) */
+void ts_map_full_head(ts_map_t *m, const ts_map_node_t *v, int iv, struct ts_sb *b);
+/* DNSConfig .. the closing brace; UserProfiles are the users marked with seq. */
+void ts_map_full_tail(ts_map_t *m, int iv, unsigned seq, apr_time_t now, struct ts_sb *b);
+/* Frees the compressed chunk cache (the view's cleanup). */
+void ts_map_zcache_free(ts_map_t *m);
 
 /* ---- growable text (ts_map_node.c) ---- */
 typedef struct ts_sb {

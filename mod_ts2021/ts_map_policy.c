@@ -244,4 +244,5 @@ void ts_map_set_policy(ts_map_t *m, ts_map_pol_t *pol)
         ts_map_pol_unref(m->pol);       /* never published */
     }
     m->pol = pol;
+    m->pol_serial++;                    /* class variants of peer chunks are stale */
 }

@@ -385,6 +385,8 @@ void ts_map_node_render(ts_map_t *m, ts_map_node_t *n, apr_time_t now)
     hash = entry_hash(&peer, 0);
     self_hash = entry_hash(&self, 1);
     classify(n, &peer, hash, pf, self_hash);
+    if (!n->peer_json || peer.b.len != n->peer_len || memcmp(peer.b.d, n->peer_json, n->peer_len))
+        n->peer_gen = ++m->peer_seq;        /* its compressed chunk is stale (ts_map_chunks.c) */
     free(n->peer_json);
     free(n->self_json);
     free_values(n->pf);

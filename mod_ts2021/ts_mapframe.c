@@ -96,6 +96,24 @@ apr_status_t ts_mapframe_encode_into(ts_mapframe_enc_t *enc, const char *json, s
     return APR_SUCCESS;
 }
 
+size_t ts_mapframe_zbound(size_t len)
+{
+    return ZSTD_compressBound(len);
+}
+
+apr_status_t ts_mapframe_zstd_into(ts_mapframe_enc_t *enc, const void *src, size_t len,
+                                   uint8_t *out, size_t cap, size_t *outlen, const char **err)
+{
+    size_t n = ZSTD_compress2(enc->cctx, out, cap, src, len);
+
+    if (ZSTD_isError(n)) {
+        *err = ZSTD_getErrorName(n);
+        return APR_EGENERAL;
+    }
+    *outlen = n;
+    return APR_SUCCESS;
+}
+
 apr_status_t ts_mapframe_encode(ts_mapframe_enc_t *enc, apr_pool_t *p, const char *json,
                                 size_t len, int compress, uint8_t **out, size_t *outlen,
                                 const char **err)
@@ -132,7 +150,8 @@ static apr_status_t decode_stream(ZSTD_DCtx *d, apr_pool_t *p, const uint8_t *sr
             *err = "map frame decodes to more than the limit";
             return APR_EINVAL;
         }
-        if (ret == 0) break;
+        if (ret == 0 && in.pos == in.size) break;    /* the last frame is complete */
+        if (ret == 0) continue;                      /* the next frame */
         if (in.pos == in.size && out.pos < out.size) {
             *err = "truncated zstd frame";
             return APR_EINVAL;
@@ -145,35 +164,48 @@ static apr_status_t decode_stream(ZSTD_DCtx *d, apr_pool_t *p, const uint8_t *sr
     return APR_SUCCESS;
 }
 
+/* One or more whole frames (ZSTD_decompressDCtx and ZSTD_decompressStream both go on across
+ * frame boundaries); their outputs concatenated. */
 static apr_status_t decode_zstd(apr_pool_t *p, const uint8_t *src, size_t n, size_t max,
                                 char **json, size_t *json_len, const char **err)
 {
-    unsigned long long size;
+    unsigned long long size, total = 0;
+    int unknown = 0;
     ZSTD_DCtx *d;
     apr_status_t rv = APR_SUCCESS;
-    size_t got;
+    size_t off = 0, got;
 
-    if (ZSTD_findFrameCompressedSize(src, n) != n) {
-        *err = "payload is not exactly one zstd frame";
+    if (!n) {
+        *err = "empty zstd payload";
         return APR_EINVAL;
     }
-    size = ZSTD_getFrameContentSize(src, n);
-    if (size == ZSTD_CONTENTSIZE_ERROR) {
-        *err = "bad zstd frame header";
-        return APR_EINVAL;
-    }
-    if (size != ZSTD_CONTENTSIZE_UNKNOWN && size > max) {
-        *err = "map frame decodes to more than the limit";
-        return APR_EINVAL;
+    while (off < n) {
+        size_t fsize = ZSTD_findFrameCompressedSize(src + off, n - off);
+        if (ZSTD_isError(fsize)) {
+            *err = "payload is not a sequence of whole zstd frames";
+            return APR_EINVAL;
+        }
+        size = ZSTD_getFrameContentSize(src + off, n - off);
+        if (size == ZSTD_CONTENTSIZE_ERROR) {
+            *err = "bad zstd frame header";
+            return APR_EINVAL;
+        }
+        if (size == ZSTD_CONTENTSIZE_UNKNOWN) unknown = 1;
+        else total += size;
+        if (total > max) {
+            *err = "map frame decodes to more than the limit";
+            return APR_EINVAL;
+        }
+        off += fsize;
     }
     if (!(d = ZSTD_createDCtx())) return APR_ENOMEM;
-    if (size == ZSTD_CONTENTSIZE_UNKNOWN) {
+    if (unknown) {
         rv = decode_stream(d, p, src, n, max, json, json_len, err);
     }
     else {
-        char *buf = apr_palloc(p, (size_t)size + 1);
-        got = ZSTD_decompressDCtx(d, buf, (size_t)size, src, n);
-        if (ZSTD_isError(got) || got != size) {
+        char *buf = apr_palloc(p, (size_t)total + 1);
+        got = ZSTD_decompressDCtx(d, buf, (size_t)total, src, n);
+        if (ZSTD_isError(got) || got != total) {
             *err = ZSTD_isError(got) ? ZSTD_getErrorName(got) : "zstd content size mismatch";
             rv = APR_EINVAL;
         }

@@ -1,4 +1,4 @@
-/* ts_mapframe.h: map response framing (control API 2.3): LE32 length + one complete zstd frame
+/* ts_mapframe.h: map response framing (control API 2.3): LE32 length + zstd frame(s)
  * of the JSON (or the raw JSON when the client asked for Compress ""), and a decoder for tests. */
 #ifndef TS_MAPFRAME_H
 #define TS_MAPFRAME_H
@@ -33,6 +33,13 @@ apr_status_t ts_mapframe_encode_into(ts_mapframe_enc_t *enc, const char *json, s
                                      int compress, uint8_t *out, size_t cap, size_t *outlen,
                                      const char **err);
 
+/* One zstd frame of src[0..len) (content size and checksum, no LE32 header) into out (cap bytes,
+ * at least ts_mapframe_zbound(len)). A map frame's payload may be several such frames one
+ * after the other: clients decode all of them and concatenate the output (control API 2.3). */
+size_t ts_mapframe_zbound(size_t len);
+apr_status_t ts_mapframe_zstd_into(ts_mapframe_enc_t *enc, const void *src, size_t len,
+                                   uint8_t *out, size_t cap, size_t *outlen, const char **err);
+
 /* The same, allocated from p. err is a static string. */
 apr_status_t ts_mapframe_encode(ts_mapframe_enc_t *enc, apr_pool_t *p, const char *json,
                                 size_t len, int compress, uint8_t **out, size_t *outlen,
@@ -40,7 +47,8 @@ apr_status_t ts_mapframe_encode(ts_mapframe_enc_t *enc, apr_pool_t *p, const cha
 
 /* Reads one frame from the start of in: APR_INCOMPLETE when in holds less than a whole
  * frame; else the NUL-terminated JSON (from p), its length and the bytes consumed.
- * compressed: expect a zstd payload (exactly one frame, checksum verified). Payloads that
+ * compressed: expect a zstd payload (one or more whole zstd frames, their outputs
+ * concatenated, checksums verified; skippable frames are skipped). Payloads that
  * would decode to more than max_json bytes (0: TS_MAPFRAME_MAX_JSON) fail with APR_EINVAL.
  * Thread-safe (a decompression context per call; meant for tests and tools). */
 apr_status_t ts_mapframe_decode(apr_pool_t *p, const uint8_t *in, size_t len, int compressed,

@@ -143,6 +143,47 @@ static void bench_full(ts_map_t *m, ts_mapframe_enc_t *enc, apr_pool_t *p, int p
            (unsigned long)len, (unsigned long)flen, (double)len / (double)flen);
 }
 
+/* One chunked first map (ts_map_chunks.c): plan (the part under the view's lock), compression
+ * of what is not cached, caching, and the flat frame. */
+static void chunked_one(ts_map_t *m, ts_mapframe_enc_t *enc, apr_int64_t viewer, double *plan_us,
+                        double *enc_us, size_t *flen, int *built, int *reused, int *frames)
+{
+    ts_map_plan_t *plan = NULL;
+    const char *err;
+    uint8_t *frame;
+    double t0 = now_us();
+
+    if (ts_map_full_plan(m, viewer, apr_time_now(), &plan, &err) != APR_SUCCESS) abort();
+    *plan_us = now_us() - t0;
+    t0 = now_us();
+    if (ts_map_plan_encode(plan, enc, &err) != APR_SUCCESS) abort();
+    ts_map_plan_install(m, plan, apr_time_now());
+    frame = ts_map_plan_frame(plan, flen);
+    *enc_us = now_us() - t0;
+    ts_map_plan_stats(plan, reused, built, frames);
+    free(frame);
+    ts_map_plan_free(plan);
+}
+
+static void bench_chunked(ts_map_t *m, ts_mapframe_enc_t *enc, int peers)
+{
+    enum { reps = 41 };
+    double pl[reps], en[reps], cold_pl, cold_en;
+    size_t flen = 0;
+    int i, built = 0, reused = 0, frames = 0;
+
+    chunked_one(m, enc, 1, &cold_pl, &cold_en, &flen, &built, &reused, &frames);
+    printf("  chunked, cold cache:       %8.0f us plan (locked)  %8.0f us compress+frame "
+           "(%d chunks built, %d frames, %lu bytes)\n", cold_pl, cold_en, built, frames,
+           (unsigned long)flen);
+    for (i = 0; i < reps; i++)
+        chunked_one(m, enc, 2 + (apr_int64_t)i * peers / reps, &pl[i], &en[i], &flen, &built,
+                    &reused, &frames);
+    printf("  chunked, warm, per viewer: %8.1f us plan (locked)  %8.1f us compress+frame "
+           "(%d shared chunks reused, %d built, %lu bytes)\n", median(pl, reps),
+           median(en, reps), reused, built, (unsigned long)flen);
+}
+
 /* One peer's row changes (its Hostinfo): validate + re-render its entries. */
 static void bench_rebuild(ts_map_t *m, apr_pool_t *p)
 {
@@ -228,6 +269,7 @@ static void run(int peers)
     printf("N = %d peers (%d nodes loaded and rendered in %.0f ms)\n", peers, peers + 1,
            (now_us() - t0) / 1000);
     bench_full(m, enc, p, peers);
+    bench_chunked(m, enc, peers);
     bench_rebuild(m, p);
     bench_delta(m, enc, p, 1);
     bench_delta(m, enc, p, 0);

@@ -474,3 +474,66 @@ def test_streams_opened_during_changes_never_go_back(server_factory, tmp_path):
         assert vals == sorted(vals), (w.name, vals)     # never back in time
     for n in watchers + [mover]:
         n.close()
+
+
+def test_full_map_of_many_peers_is_exact(server_factory, tmp_path):
+    """A first map with hundreds of peers is several zstd frames (shared peer chunks): decoded
+    as clients do, it is valid JSON listing exactly the other nodes, for viewers at either end
+    and in the middle of the tailnet, and a change shows in the next viewer's full map."""
+    s = tailnet_server(server_factory, tmp_path)
+    key = new_authkey(s, "mia", "--reusable")
+    server_key = client.fetch_server_key(s.url)
+    idents = []
+    for i in range(260):
+        ident = control.NodeIdentity()
+        conn = client.TS2021Client("127.0.0.1", s.port, server_key, tls=s.tls,
+                                   machine_private=ident.machine_private, version=145).connect()
+        req = control.register_request(ident, 145, auth_key=key,
+                                       host=control.hostinfo(f"bulk{i}"))
+        st, reg = control.post_json(conn, "/machine/register", req)
+        assert st == 200 and reg["MachineAuthorized"], reg
+        conn.close()
+        idents.append(ident)
+    everyone = {i.node_key for i in idents}
+
+    def first_map(ident, name, endpoints=("198.51.100.7:41641",)):
+        conn = client.TS2021Client("127.0.0.1", s.port, server_key, tls=s.tls,
+                                   machine_private=ident.machine_private, version=145).connect()
+        req = control.map_request(ident, 145, endpoints=list(endpoints),
+                                  host=control.hostinfo(name))
+        stream = control.MapStream(conn, req)
+        m = stream.next()
+        assert m is not None and m["Node"]["Key"] == ident.node_key, m
+        got = [p["Key"] for p in m.get("Peers", [])]
+        assert len(got) == len(set(got)), "a peer listed twice"
+        assert set(got) == everyone - {ident.node_key}
+        ids = [p["ID"] for p in m["Peers"]]
+        assert ids == sorted(ids)
+        assert stream.zframes[0] > 3, stream.zframes   # head, shared chunks, tail
+        return conn, m
+
+    open_conns = []
+    for i in (0, 130, 259, 1, 200):
+        conn, m = first_map(idents[i], f"bulk{i}", (f"198.51.100.{i % 250 + 1}:41641",))
+        open_conns.append(conn)
+        if i == 130:
+            mid_id = m["Node"]["ID"]
+    # node 130 reported new endpoints (its own map request): a newcomer's map has them
+    conn, _ = first_map(idents[130], "bulk130", ("192.0.2.99:41641",))
+    open_conns.append(conn)
+    late = control.NodeIdentity()
+    conn = client.TS2021Client("127.0.0.1", s.port, server_key, tls=s.tls,
+                               machine_private=late.machine_private, version=145).connect()
+    st, reg = control.post_json(conn, "/machine/register",
+                                control.register_request(late, 145, auth_key=key,
+                                                         host=control.hostinfo("late")))
+    assert st == 200, reg
+    conn.close()
+    everyone.add(late.node_key)
+    conn, fresh = first_map(late, "late")
+    open_conns.append(conn)
+    entry = [p for p in fresh["Peers"] if p["ID"] == mid_id]
+    assert entry and entry[0]["Endpoints"] == ["192.0.2.99:41641"], entry
+    assert entry[0]["Online"] is True
+    for c in open_conns:
+        c.close()

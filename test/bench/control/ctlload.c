@@ -3,7 +3,7 @@
  * does what tailscaled does: POST /ts2021 upgrade with Noise message 1, message 2 and the early
  * payload, HTTP/2 (nghttp2 client session) inside Noise records, then /machine/register with a
  * pre-auth key and/or a streaming /machine/map (Compress "zstd", KeepAlive true) whose frames
- * (LE32 length + zstd frame of JSON) are decoded as they arrive.
+ * (LE32 length + one or more zstd frames of JSON) are decoded as they arrive.
  *
  * Modes:
  *   register  --nodes N --keys FILE --authkey K
@@ -779,16 +779,29 @@ static int send_map(node_t *n)
 
 /* ---- map frames ---- */
 
+/* A map payload: one or more whole zstd frames, outputs concatenated (as clients decode it:
+ * a server may send a full map as a head frame, shared peer-chunk frames and a tail frame). */
 static const uint8_t *zstd_decode(const uint8_t *src, size_t len, size_t *out_len)
 {
-    unsigned long long sz = ZSTD_getFrameContentSize(src, len);
-    size_t r;
+    unsigned long long total = 0;
+    size_t off = 0, r;
+    int unknown = 0;
 
-    if (sz == ZSTD_CONTENTSIZE_ERROR) return NULL;
-    if (sz != ZSTD_CONTENTSIZE_UNKNOWN) {
-        if (buf_reserve(&zout, &zout_cap, (size_t)sz + 1) != 0) return NULL;
-        r = ZSTD_decompressDCtx(dctx, zout, zout_cap, src, len);
-        if (ZSTD_isError(r)) return NULL;
+    if (!len) return NULL;
+    while (off < len) {
+        size_t fsize = ZSTD_findFrameCompressedSize(src + off, len - off);
+        unsigned long long sz;
+        if (ZSTD_isError(fsize)) return NULL;
+        sz = ZSTD_getFrameContentSize(src + off, len - off);
+        if (sz == ZSTD_CONTENTSIZE_ERROR) return NULL;
+        if (sz == ZSTD_CONTENTSIZE_UNKNOWN) unknown = 1;
+        else total += sz;
+        off += fsize;
+    }
+    if (!unknown) {
+        if (buf_reserve(&zout, &zout_cap, (size_t)total + 1) != 0) return NULL;
+        r = ZSTD_decompressDCtx(dctx, zout, zout_cap, src, len);     /* every frame */
+        if (ZSTD_isError(r) || r != total) return NULL;
     }
     else {
         ZSTD_inBuffer in = { src, len, 0 };
@@ -804,8 +817,8 @@ static const uint8_t *zstd_decode(const uint8_t *src, size_t len, size_t *out_le
             rv = ZSTD_decompressStream(dctx, &out, &in);
             if (ZSTD_isError(rv)) return NULL;
             r = out.pos;
-            if (rv == 0) break;
-            if (in.pos == in.size && out.pos < out.size) return NULL;   /* truncated */
+            if (rv == 0 && in.pos == in.size) break;                  /* the last frame */
+            if (rv != 0 && in.pos == in.size && out.pos < out.size) return NULL;   /* truncated */
         }
     }
     zout[r] = 0;

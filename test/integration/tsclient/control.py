@@ -78,6 +78,29 @@ def post_json(conn, path, obj):
         return r.status, body
 
 
+def zstd_decode_all(payload, max_output_size=64 << 20, frames=None):
+    """A map payload: one or more whole zstd frames, decoded and concatenated, as clients do
+    (a server may send a map as several frames one after the other). zstandard's one-shot
+    decompress() would read only the first frame; anything but whole frames is an error."""
+    if not payload:
+        raise zstandard.ZstdError("empty zstd payload")
+    dctx = zstandard.ZstdDecompressor()
+    out, total, data = [], 0, payload
+    while data:
+        dobj = dctx.decompressobj()
+        chunk = dobj.decompress(data)
+        if not dobj.eof:
+            raise zstandard.ZstdError("truncated zstd frame in a map payload")
+        total += len(chunk)
+        if total > max_output_size:
+            raise zstandard.ZstdError("map payload decodes to more than the limit")
+        out.append(chunk)
+        data = dobj.unused_data
+    if frames is not None:
+        frames.append(len(out))
+    return b"".join(out)
+
+
 class MapStream:
     """A streaming /machine/map response: decodes frames as their bytes arrive."""
 
@@ -87,7 +110,7 @@ class MapStream:
         self.compress = compress
         self.offset = 0
         self.messages = []
-        self._dctx = zstandard.ZstdDecompressor()
+        self.zframes = []           # zstd frames in each message's payload
 
     def _decode_available(self):
         body = self.resp.body
@@ -98,7 +121,7 @@ class MapStream:
             payload = bytes(body[self.offset + 4:self.offset + 4 + n])
             self.offset += 4 + n
             if self.compress == "zstd":
-                payload = self._dctx.decompress(payload, max_output_size=64 << 20)
+                payload = zstd_decode_all(payload, frames=self.zframes)
             self.messages.append(json.loads(payload))
 
     def next(self, timeout=10, skip_keepalive=True):
