@@ -11,9 +11,9 @@
 /* Chunk boundaries depend on the node ids only (content-defined): a chunk ends after a node
  * whose id hashes to 0 mod CH_AVG once it has CH_MIN nodes, or at CH_MAX nodes. Adding or
  * removing a node changes its own chunk (and at most the next one), never the rest. */
-#define CH_MIN   8
-#define CH_AVG   32
-#define CH_MAX   128
+#define CH_MIN   16
+#define CH_AVG   64
+#define CH_MAX   256
 /* Cached chunks unused for this long are dropped (checked at most every CH_SWEEP). */
 #define CH_IDLE  apr_time_from_sec(120)
 #define CH_SWEEP apr_time_from_sec(30)
