@@ -83,24 +83,43 @@ void ts_notify_again(void)
     notify_again = 1;
 }
 
+/* Notifier thread: the longest wait of the next debounce (doubled by each round that never
+ * went quiet, back to the base after a quiet one). */
+static apr_interval_time_t debounce_max = apr_time_from_msec(TS_NOTIFY_DEBOUNCE_MS);
+
 /* After a change: waits until the word stays put for TS_NOTIFY_QUIET_MS, at most
- * TS_NOTIFY_DEBOUNCE_MS in all (a storm still gets a round that often). */
+ * debounce_max in all (a storm still gets a round that often). */
 static void notify_debounce(void)
 {
-    apr_time_t until = apr_time_now() + apr_time_from_msec(TS_NOTIFY_DEBOUNCE_MS);
+    apr_time_t until = apr_time_now() + debounce_max;
 
     while (!apr_atomic_read32(&notify_stop)) {
         apr_uint32_t w = apr_atomic_read32(&shm->word);
         apr_time_t now = apr_time_now(), wait = apr_time_from_msec(TS_NOTIFY_QUIET_MS);
         struct timespec ts;
 
-        if (now >= until) return;
-        if (until - now < wait) wait = until - now;
+        int full = 1;
+
+        if (now >= until) {
+            /* never quiet: a storm; wait longer next time */
+            debounce_max *= 2;
+            if (debounce_max > apr_time_from_msec(TS_NOTIFY_STORM_MS))
+                debounce_max = apr_time_from_msec(TS_NOTIFY_STORM_MS);
+            return;
+        }
+        if (until - now < wait) {
+            wait = until - now;
+            full = 0;
+        }
         ts.tv_sec = wait / APR_USEC_PER_SEC;
         ts.tv_nsec = (wait % APR_USEC_PER_SEC) * 1000;
         futex(&shm->word, FUTEX_WAIT, w, &ts);
-        /* Still the same word after the wait (or a spurious wake-up): quiet enough. */
-        if (apr_atomic_read32(&shm->word) == w && apr_time_now() - now >= wait) return;
+        /* Still the same word after a whole quiet wait: quiet enough. (A spurious wake-up
+         * or the last, shorter wait loops: the time is up then.) */
+        if (full && apr_atomic_read32(&shm->word) == w && apr_time_now() - now >= wait) {
+            debounce_max = apr_time_from_msec(TS_NOTIFY_DEBOUNCE_MS);
+            return;
+        }
     }
 }
 

@@ -17,11 +17,17 @@ void ts_notify_start(apr_pool_t *pchild, server_rec *s);
 
 /* Any thread, after committing a change: wakes every child of this server at once. The
  * notifier debounces: it runs the callbacks once changes have been quiet for
- * TS_NOTIFY_QUIET_MS, or TS_NOTIFY_DEBOUNCE_MS after the first one at the latest, so that
- * the changes of one event (a node's endpoints and "online") make one delta. */
+ * TS_NOTIFY_QUIET_MS, or TS_NOTIFY_DEBOUNCE_MS after the first one at the latest (more in a
+ * storm: TS_NOTIFY_STORM_MS), so that the changes of one event (a node's endpoints and
+ * "online") make one delta. */
 void ts_notify_bump(void);
 #define TS_NOTIFY_QUIET_MS     10
 #define TS_NOTIFY_DEBOUNCE_MS  40
+/* In a storm (rounds in a row whose changes never went quiet, e.g. thousands of nodes
+ * reconnecting after a restart) the longest wait doubles each such round up to this, so that
+ * every open stream gets a few large deltas a second rather than 25 small ones; the first
+ * round that ends quiet goes back to TS_NOTIFY_DEBOUNCE_MS. */
+#define TS_NOTIFY_STORM_MS     320
 
 /* Notifier thread, from a callback: run the callbacks again at once, with changed = 1
  * (a round that stopped before catching up with the change log). */

@@ -429,6 +429,7 @@ apr_status_t ts_map_node_remove(ts_map_t *m, apr_int64_t id)
     m->nnodes--;
     ts_map_ids_push(&m->removed, id);
     m->pol_gen++;
+    m->peer_seq++;                      /* its chunk changed (ts_map_chunks.c) */
     return APR_SUCCESS;
 }
 

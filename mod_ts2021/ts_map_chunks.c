@@ -36,6 +36,8 @@ typedef struct ts_map_zchunk {
     apr_time_t used;
 } zchunk_t;
 
+static void cpart_free(struct ts_map_cpart *cp);
+
 static zpart_t *zpart_ref(zpart_t *z)
 {
     apr_atomic_inc32(&z->refs);
@@ -98,6 +100,8 @@ void ts_map_zcache_free(ts_map_t *m)
     int i;
 
     for (i = 0; i < m->nzc; i++) zc_drop(&m->zc[i]);
+    cpart_free(m->cpart);
+    m->cpart = NULL;
     free(m->zc);
     m->zc = NULL;
     m->nzc = m->capzc = 0;
@@ -154,6 +158,72 @@ static void chunk_at(const ts_map_t *m, int i0, chunk_t *c)
     c->i1 = i;
 }
 
+static void *grow(void *v, int *cap, int need, size_t size)
+{
+    if (need <= *cap) return v;
+    *cap = *cap ? *cap * 2 : 32;
+    if (*cap < need) *cap = need;
+    if (!(v = realloc(v, (size_t)*cap * size))) abort();
+    return v;
+}
+
+/* The partition of the view into chunks, with each chunk's owners (wire user ids, for
+ * UserProfiles), kept until a peer entry changes or a node goes. */
+typedef struct ts_map_cpart {
+    uint64_t seq;
+    int nnodes;
+    chunk_t *v;
+    int n, cap;
+    apr_int64_t *owners;             /* chunk k's: owners[off[k] .. off[k + 1]) */
+    int *off;
+    int nown, capown;
+} cpart_t;
+
+static void cpart_free(struct ts_map_cpart *cp)
+{
+    if (!cp) return;
+    free(cp->v);
+    free(cp->owners);
+    free(cp->off);
+    free(cp);
+}
+
+static const cpart_t *partition(ts_map_t *m)
+{
+    cpart_t *cp = m->cpart;
+    int i = 0, k, capoff = 0;
+
+    if (cp && cp->seq == m->peer_seq && cp->nnodes == m->nnodes) return cp;
+    if (!cp && !(cp = m->cpart = calloc(1, sizeof(*cp)))) abort();
+    cp->seq = m->peer_seq;
+    cp->nnodes = m->nnodes;
+    cp->n = cp->nown = 0;
+    free(cp->off);
+    cp->off = NULL;
+    while (i < m->nnodes) {
+        chunk_t c;
+        chunk_at(m, i, &c);
+        cp->v = grow(cp->v, &cp->cap, cp->n + 1, sizeof(*cp->v));
+        cp->off = grow(cp->off, &capoff, cp->n + 2, sizeof(*cp->off));
+        cp->off[cp->n] = cp->nown;
+        for (k = c.i0; k < c.i1; k++) {
+            apr_int64_t u = ts_map_wire_user(m->nodes[k]);
+            int x;
+            if (!m->nodes[k]->peer_json) continue;
+            for (x = cp->off[cp->n]; x < cp->nown && cp->owners[x] != u; x++)
+                ;
+            if (x < cp->nown) continue;
+            cp->owners = grow(cp->owners, &cp->capown, cp->nown + 1, sizeof(*cp->owners));
+            cp->owners[cp->nown++] = u;
+        }
+        cp->v[cp->n++] = c;
+        i = c.i1;
+    }
+    cp->off = grow(cp->off, &capoff, cp->n + 1, sizeof(*cp->off));
+    cp->off[cp->n] = cp->nown;
+    return cp;
+}
+
 /* ---- plans ---- */
 
 enum { IT_TEXT, IT_PART, IT_JOB };
@@ -200,14 +270,6 @@ struct ts_map_plan {
     int frames;
 };
 
-static void *grow(void *v, int *cap, int need, size_t size)
-{
-    if (need <= *cap) return v;
-    *cap = *cap ? *cap * 2 : 32;
-    if (*cap < need) *cap = need;
-    if (!(v = realloc(v, (size_t)*cap * size))) abort();
-    return v;
-}
 
 static item_t *item_new(ts_map_plan_t *pl, int kind)
 {
@@ -321,33 +383,42 @@ static void plan_peers(ts_map_t *m, ts_map_plan_t *pl, const ts_map_node_t *v, i
                        unsigned seq, apr_time_t now)
 {
     const ts_map_pol_t *pol = m->pol;
-    int i = 0, j = 0, k = 0;
-    chunk_t c;
+    const cpart_t *cp;
+    int ci, j = 0, k = 0;
 
     if (pol && iv < 0) return;                          /* sees nobody */
-    while (i < m->nnodes) {
-        int jstart = j, vis, all, has_v;
-        chunk_at(m, i, &c);
+    cp = partition(m);
+    for (ci = 0; ci < cp->n; ci++) {
+        const chunk_t *c = &cp->v[ci];
+        int jstart, vis, all, has_v, x;
         /* the pol cursor moves with the chunks (both sorted by id) */
-        while (pol && j < pol->n && pol->ids[j] < m->nodes[c.i0]->id) j++;
+        while (pol && j < pol->n && pol->ids[j] < m->nodes[c->i0]->id) j++;
         jstart = j;
-        has_v = v->id >= m->nodes[c.i0]->id && v->id <= m->nodes[c.i1 - 1]->id;
-        vis = chunk_visible(m, &c, v, iv, jstart, seq, NULL);
-        all = vis == c.n && !has_v;
-        if (vis && (has_v || (!all && pol == NULL))) {
+        has_v = v->id >= m->nodes[c->i0]->id && v->id <= m->nodes[c->i1 - 1]->id;
+        vis = pol ? chunk_visible(m, c, v, iv, jstart, 0, NULL) : c->n - has_v;
+        if (!vis) continue;
+        all = vis == c->n && !has_v;
+        if (!k) pl_lit(pl, ",\"Peers\":[");
+        if (has_v) {
             /* the viewer's own chunk: its visible entries, for it alone */
             ts_sb_t b = { NULL, 0, 0 };
-            chunk_visible(m, &c, v, iv, jstart, 0, &b);
-            if (!k) pl_lit(pl, ",\"Peers\":[");
+            chunk_visible(m, c, v, iv, jstart, seq, &b);
             pl_text(pl, k ? b.d : b.d + 1, k ? b.len : b.len - 1);
             free(b.d);
         }
-        else if (vis) {
-            if (!k) pl_lit(pl, ",\"Peers\":[");
-            pl_shared(m, pl, &c, all ? -1 : pol->cls[iv], v, iv, jstart, !k, now);
+        else {
+            if (all) {
+                for (x = cp->off[ci]; x < cp->off[ci + 1]; x++) {
+                    ts_map_user_t *u = ts_map_find_user(m, cp->owners[x]);
+                    if (u) u->mark = seq;
+                }
+            }
+            else {
+                chunk_visible(m, c, v, iv, jstart, seq, NULL);
+            }
+            pl_shared(m, pl, c, all ? -1 : pol->cls[iv], v, iv, jstart, !k, now);
         }
         k += vis;
-        i = c.i1;
     }
     if (k) pl_lit(pl, "]");
 }

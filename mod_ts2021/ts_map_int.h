@@ -117,6 +117,7 @@ struct ts_map {
     uint64_t peer_seq;               /* bumped whenever a node's peer_json changes */
     struct ts_map_zchunk *zc;
     int nzc, capzc;
+    struct ts_map_cpart *cpart;      /* the chunk partition as of peer_seq */
     apr_time_t zc_swept;
 };
 
