@@ -83,44 +83,42 @@ void ts_notify_again(void)
     notify_again = 1;
 }
 
-/* Notifier thread: the longest wait of the next debounce (doubled by each round that never
- * went quiet, back to the base after a quiet one). */
-static apr_interval_time_t debounce_max = apr_time_from_msec(TS_NOTIFY_DEBOUNCE_MS);
+/* Notifier thread: when the last change rounds ran (a ring), and whether this is a storm. */
+static apr_time_t round_at[TS_NOTIFY_STORM_ROUNDS];
+static int round_next, storm;
 
 /* After a change: waits until the word stays put for TS_NOTIFY_QUIET_MS, at most
- * debounce_max in all (a storm still gets a round that often). */
+ * TS_NOTIFY_DEBOUNCE_MS in all. In a storm (TS_NOTIFY_STORM_ROUNDS rounds within a second,
+ * until no change came for half a second) rounds are TS_NOTIFY_STORM_MS apart instead. */
 static void notify_debounce(void)
 {
-    apr_time_t until = apr_time_now() + debounce_max;
+    apr_time_t now = apr_time_now(), until = now + apr_time_from_msec(TS_NOTIFY_DEBOUNCE_MS);
+    apr_time_t last = round_at[(round_next + TS_NOTIFY_STORM_ROUNDS - 1) % TS_NOTIFY_STORM_ROUNDS];
+    apr_time_t oldest = round_at[round_next];
 
-    while (!apr_atomic_read32(&notify_stop)) {
+    if (storm && now - last > apr_time_from_msec(500)) storm = 0;
+    if (!storm && oldest && now - oldest < apr_time_from_sec(1)) storm = 1;
+    if (storm) {
+        until = last + apr_time_from_msec(TS_NOTIFY_STORM_MS);
+        while (!apr_atomic_read32(&notify_stop) && (now = apr_time_now()) < until)
+            apr_sleep(until - now < apr_time_from_msec(50) ? until - now : apr_time_from_msec(50));
+    }
+    while (!storm && !apr_atomic_read32(&notify_stop)) {
         apr_uint32_t w = apr_atomic_read32(&shm->word);
-        apr_time_t now = apr_time_now(), wait = apr_time_from_msec(TS_NOTIFY_QUIET_MS);
+        apr_time_t wait = apr_time_from_msec(TS_NOTIFY_QUIET_MS);
         struct timespec ts;
 
-        int full = 1;
-
-        if (now >= until) {
-            /* never quiet: a storm; wait longer next time */
-            debounce_max *= 2;
-            if (debounce_max > apr_time_from_msec(TS_NOTIFY_STORM_MS))
-                debounce_max = apr_time_from_msec(TS_NOTIFY_STORM_MS);
-            return;
-        }
-        if (until - now < wait) {
-            wait = until - now;
-            full = 0;
-        }
+        now = apr_time_now();
+        if (now >= until) break;
+        if (until - now < wait) wait = until - now;
         ts.tv_sec = wait / APR_USEC_PER_SEC;
         ts.tv_nsec = (wait % APR_USEC_PER_SEC) * 1000;
         futex(&shm->word, FUTEX_WAIT, w, &ts);
-        /* Still the same word after a whole quiet wait: quiet enough. (A spurious wake-up
-         * or the last, shorter wait loops: the time is up then.) */
-        if (full && apr_atomic_read32(&shm->word) == w && apr_time_now() - now >= wait) {
-            debounce_max = apr_time_from_msec(TS_NOTIFY_DEBOUNCE_MS);
-            return;
-        }
+        /* Still the same word after the wait (or a spurious wake-up): quiet enough. */
+        if (apr_atomic_read32(&shm->word) == w && apr_time_now() - now >= wait) break;
     }
+    round_at[round_next] = apr_time_now();
+    round_next = (round_next + 1) % TS_NOTIFY_STORM_ROUNDS;
 }
 
 void ts_notify_register(server_rec *s, ts_notify_fn *fn, void *baton)

@@ -23,11 +23,12 @@ void ts_notify_start(apr_pool_t *pchild, server_rec *s);
 void ts_notify_bump(void);
 #define TS_NOTIFY_QUIET_MS     10
 #define TS_NOTIFY_DEBOUNCE_MS  40
-/* In a storm (rounds in a row whose changes never went quiet, e.g. thousands of nodes
- * reconnecting after a restart) the longest wait doubles each such round up to this, so that
- * every open stream gets a few large deltas a second rather than 25 small ones; the first
- * round that ends quiet goes back to TS_NOTIFY_DEBOUNCE_MS. */
-#define TS_NOTIFY_STORM_MS     320
+/* A storm: TS_NOTIFY_STORM_ROUNDS change rounds within a second (thousands of nodes
+ * reconnecting after a restart: each connect is a change). Rounds are then TS_NOTIFY_STORM_MS
+ * apart, so that every open stream gets a few large deltas a second rather than 25 small
+ * ones, until no change came for half a second. A join (two rounds) is no storm. */
+#define TS_NOTIFY_STORM_ROUNDS 8
+#define TS_NOTIFY_STORM_MS     250
 
 /* Notifier thread, from a callback: run the callbacks again at once, with changed = 1
  * (a round that stopped before catching up with the change log). */
