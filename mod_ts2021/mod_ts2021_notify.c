@@ -86,6 +86,12 @@ void ts_notify_again(void)
 /* Notifier thread: when the last change rounds ran (a ring), and whether this is a storm. */
 static apr_time_t round_at[TS_NOTIFY_STORM_ROUNDS];
 static int round_next, storm;
+static int streams_now, streams_seen;   /* open streams: being summed, as of the last round */
+
+void ts_notify_add_streams(int n)
+{
+    streams_now += n;
+}
 
 /* After a change: waits until the word stays put for TS_NOTIFY_QUIET_MS, at most
  * TS_NOTIFY_DEBOUNCE_MS in all. In a storm (TS_NOTIFY_STORM_ROUNDS rounds within a second,
@@ -97,7 +103,9 @@ static void notify_debounce(void)
     apr_time_t oldest = round_at[round_next];
 
     if (storm && now - last > apr_time_from_msec(500)) storm = 0;
-    if (!storm && oldest && now - oldest < apr_time_from_sec(1)) storm = 1;
+    if (!storm && oldest && now - oldest < apr_time_from_sec(1)
+        && streams_seen >= TS_NOTIFY_STORM_STREAMS)
+        storm = 1;
     if (storm) {
         until = last + apr_time_from_msec(TS_NOTIFY_STORM_MS);
         while (!apr_atomic_read32(&notify_stop) && (now = apr_time_now()) < until)
@@ -174,10 +182,12 @@ static void notify_run_callbacks(int changed)
 {
     int i;
 
+    streams_now = 0;
     for (i = 0; i < tailnets->nelts; i++) {
         notify_tailnet *t = &APR_ARRAY_IDX(tailnets, i, notify_tailnet);
         t->fn(t->baton, changed);
     }
+    streams_seen = streams_now;
 }
 
 static void *APR_THREAD_FUNC notify_main(apr_thread_t *thd, void *data)

@@ -29,6 +29,12 @@ void ts_notify_bump(void);
  * ones, until no change came for half a second. A join (two rounds) is no storm. */
 #define TS_NOTIFY_STORM_ROUNDS 8
 #define TS_NOTIFY_STORM_MS     250
+/* ... and only when each round fans out to this many open streams in the child (a small
+ * tailnet's deltas stay at the normal pace). */
+#define TS_NOTIFY_STORM_STREAMS 1000
+
+/* From a callback: the open streams it fans out to (summed over the child's tailnets). */
+void ts_notify_add_streams(int n);
 
 /* Notifier thread, from a callback: run the callbacks again at once, with changed = 1
  * (a round that stopped before catching up with the change log). */

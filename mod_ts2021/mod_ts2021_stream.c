@@ -1151,6 +1151,7 @@ static void tailnet_round(void *baton, int changed)
     fan_out(rt, p, now);
     apr_pool_destroy(p);
     heap_trim(rt, now);
+    ts_notify_add_streams(rt->nstreams);    /* notifier thread: the storm rule's load */
 }
 
 /* ---- per child ---- */
