@@ -116,6 +116,7 @@ apr_status_t ts_map_full(ts_map_t *m, apr_int64_t viewer, apr_time_t now, apr_po
  * 3. ts_map_plan_install, under the view's lock again: caches the chunks the plan compressed
  *    when they are still current (a chunk is keyed by its nodes and their entries' versions).
  * 4. ts_map_plan_frame: the frame (LE32 + payload), malloc'd; ts_map_plan_free. */
+#define TS_MAP_CHUNKS 1             /* this API exists (benchmarks build against older trees too) */
 typedef struct ts_map_plan ts_map_plan_t;
 
 apr_status_t ts_map_full_plan(ts_map_t *m, apr_int64_t viewer, apr_time_t now,

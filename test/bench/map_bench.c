@@ -143,6 +143,7 @@ static void bench_full(ts_map_t *m, ts_mapframe_enc_t *enc, apr_pool_t *p, int p
            (unsigned long)len, (unsigned long)flen, (double)len / (double)flen);
 }
 
+#ifdef TS_MAP_CHUNKS
 /* One chunked first map (ts_map_chunks.c): plan (the part under the view's lock), compression
  * of what is not cached, caching, and the flat frame. */
 static void chunked_one(ts_map_t *m, ts_mapframe_enc_t *enc, apr_int64_t viewer, double *plan_us,
@@ -183,6 +184,7 @@ static void bench_chunked(ts_map_t *m, ts_mapframe_enc_t *enc, int peers)
            "(%d shared chunks reused, %d built, %lu bytes)\n", median(pl, reps),
            median(en, reps), reused, built, (unsigned long)flen);
 }
+#endif
 
 /* One peer's row changes (its Hostinfo): validate + re-render its entries. */
 static void bench_rebuild(ts_map_t *m, apr_pool_t *p)
@@ -269,7 +271,9 @@ static void run(int peers)
     printf("N = %d peers (%d nodes loaded and rendered in %.0f ms)\n", peers, peers + 1,
            (now_us() - t0) / 1000);
     bench_full(m, enc, p, peers);
+#ifdef TS_MAP_CHUNKS
     bench_chunked(m, enc, peers);
+#endif
     bench_rebuild(m, p);
     bench_delta(m, enc, p, 1);
     bench_delta(m, enc, p, 0);
