@@ -578,20 +578,15 @@ void ts_map_plan_install(ts_map_t *m, ts_map_plan_t *pl, apr_time_t now)
 
     for (i = 0; i < pl->njobs; i++) {
         job_t *jb = &pl->jobs[i];
-        int found, pos, k;
+        int found, pos, k, hi = m->nnodes;
         zchunk_t *e;
         chunk_t c;
         if (!jb->z) continue;
-        /* still the chunk's current entries? */
-        k = 0;
-        {
-            int lo = 0, hi = m->nnodes;
-            while (lo < hi) {
-                int mid = (lo + hi) / 2;
-                if (m->nodes[mid]->id < jb->first) lo = mid + 1;
-                else hi = mid;
-            }
-            k = lo;
+        /* still the chunk's current entries? (its first node, by binary search) */
+        for (k = 0; k < hi;) {
+            int mid = (k + hi) / 2;
+            if (m->nodes[mid]->id < jb->first) k = mid + 1;
+            else hi = mid;
         }
         if (k >= m->nnodes || m->nodes[k]->id != jb->first) continue;
         chunk_at(m, k, &c);
