@@ -1047,6 +1047,36 @@ static void scratch_destroy(ts_tailnet_scratch *sc)
     free(sc);
 }
 
+/* A map's JSON is one block of the scratch pool, and an APR allocator keeps every block it
+ * was given back, for good (Debian's APR maps each one separately). A map a few KiB larger
+ * than the last (every cold start: the tailnet comes online node by node) fits in none of
+ * them and gets a fresh block, so each such map left one map-sized block behind: ~60 MiB
+ * per child after a 1,000-node cold start. So the pool gets an allocator of its own with one
+ * block reserved for JSON up to room bytes, and is replaced (the stale blocks unmapped) once
+ * a map outgrew it. */
+static apr_status_t scratch_pool_fresh(ts_tailnet_scratch *sc, apr_size_t room)
+{
+    apr_allocator_t *a;
+    apr_memnode_t *node;
+
+    if (sc->pool) apr_pool_destroy(sc->pool);       /* and its allocator: the owner */
+    sc->pool = NULL;
+    sc->room = 0;
+    if (apr_allocator_create(&a) != APR_SUCCESS) return APR_ENOMEM;
+    if (apr_pool_create_unmanaged_ex(&sc->pool, NULL, a) != APR_SUCCESS) {
+        apr_allocator_destroy(a);
+        sc->pool = NULL;
+        return APR_ENOMEM;
+    }
+    apr_allocator_owner_set(a, sc->pool);
+    /* mapped, not touched: resident only once a map was written into it */
+    if (room && (node = apr_allocator_alloc(a, room)) != NULL) {
+        apr_allocator_free(a, node);
+        sc->room = room;
+    }
+    return APR_SUCCESS;
+}
+
 ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
 {
     ts_tailnet_scratch *sc;
@@ -1057,7 +1087,7 @@ ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
         return *(ts_tailnet_scratch **)apr_array_pop(rt->spare_scratch);
     }
     if (!(sc = calloc(1, sizeof(*sc)))) return NULL;
-    if (apr_pool_create_unmanaged_ex(&sc->pool, NULL, NULL) != APR_SUCCESS
+    if (scratch_pool_fresh(sc, rt->scratch_room) != APR_SUCCESS
         || apr_pool_create_unmanaged_ex(&sc->encpool, NULL, NULL) != APR_SUCCESS
         || ts_mapframe_enc_create(&sc->enc, sc->encpool, 0) != APR_SUCCESS) {
         scratch_destroy(sc);
@@ -1077,7 +1107,19 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
         scratch_destroy(sc);
         return;
     }
-    apr_pool_clear(sc->pool);       /* keeps its blocks for the next map */
+    /* out_cap >= the frame bound of the largest JSON built here, so >= that JSON's size (+4):
+     * past the reserved room, the next maps get a quarter more (+ the pool's own bits). */
+    if (sc->out_cap + (8u << 10) > sc->room) {
+        apr_size_t room = sc->out_cap + sc->out_cap / 4 + (16u << 10);
+        if (room > rt->scratch_room) rt->scratch_room = room;
+        if (scratch_pool_fresh(sc, rt->scratch_room) != APR_SUCCESS) {
+            scratch_destroy(sc);
+            return;
+        }
+    }
+    else {
+        apr_pool_clear(sc->pool);   /* keeps its blocks for the next map */
+    }
     APR_ARRAY_PUSH(rt->spare_scratch, ts_tailnet_scratch *) = sc;
 }
 
@@ -1085,10 +1127,12 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 
 /* After a burst of full maps (a cold start: thousands of multi-MB JSON buffers and frames
  * queued for clients, freed on other threads) glibc keeps the freed pages; once the burst is
- * over (no map for a round, none being built), give them back. At most every 5 s. */
+ * over (no map for a round, none being built), give them back, with the spare scratch sets
+ * (a few MiB each: the next map makes one again). At most every 5 s. */
 static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
 {
-    int trim = 0;
+    ts_tailnet_scratch *spare[STREAM_SPARE_SCRATCH];
+    int trim = 0, nspare = 0;
 
     apr_thread_mutex_lock(rt->mu);
     if (rt->maps_built != rt->maps_trimmed && !rt->scratch_out && now >= rt->next_trim) {
@@ -1096,10 +1140,14 @@ static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
             rt->maps_trimmed = rt->maps_built;
             rt->next_trim = now + apr_time_from_sec(5);
             trim = 1;
+            while (rt->spare_scratch->nelts && nspare < STREAM_SPARE_SCRATCH) {
+                spare[nspare++] = *(ts_tailnet_scratch **)apr_array_pop(rt->spare_scratch);
+            }
         }
     }
     rt->maps_seen = rt->maps_built;
     apr_thread_mutex_unlock(rt->mu);
+    while (nspare > 0) scratch_destroy(spare[--nspare]);
 #ifdef __GLIBC__
     if (trim) malloc_trim(0);
 #else
