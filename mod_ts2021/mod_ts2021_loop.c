@@ -25,8 +25,6 @@ APLOG_USE_MODULE(ts2021);
 #define LOOP_BACKLOG_LIMIT    (1u << 20)
 /* No byte out for this long while output is pending: the peer is gone. */
 #define LOOP_WRITE_STALL      apr_time_from_sec(60)
-/* No traffic either way for this long: closed (map streams send keep-alives well within). */
-#define LOOP_IDLE_TIMEOUT     apr_time_from_sec(600)
 /* After its GOAWAY a connection gets this long to finish before it is cut. */
 #define LOOP_DRAIN_GRACE      apr_time_from_sec(5)
 
@@ -340,6 +338,15 @@ static void loop_start_drain(ts_loop *loop, apr_time_t now)
     }
 }
 
+/* No traffic either way for TS2021IdleTimeout and nothing open: a held registration or a
+ * map stream without keep-alives may stay silent for longer, and is not idle. */
+static int loop_idle(loop_conn *lc, apr_time_t now)
+{
+    apr_interval_time_t idle = ts_config_idle_timeout(ts_conf(lc->ctx.s));
+
+    return now - lc->last_in > idle && now - lc->last_out > idle && !ts_conn_streams(lc->core);
+}
+
 /* Timers, once a second (every tick while draining): handshake, stall, idle, drain. */
 static void loop_sweep(ts_loop *loop, apr_time_t now)
 {
@@ -363,7 +370,7 @@ static void loop_sweep(ts_loop *loop, apr_time_t now)
             lc->cut_at = now + LOOP_DRAIN_GRACE;
             loop_service(loop, lc);
         }
-        else if (now - lc->last_in > LOOP_IDLE_TIMEOUT && now - lc->last_out > LOOP_IDLE_TIMEOUT) {
+        else if (loop_idle(lc, now)) {
             loop_close(loop, lc, "idle");
         }
     }
