@@ -1132,7 +1132,9 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
 {
     ts_tailnet_scratch *spare[STREAM_SPARE_SCRATCH];
-    int trim = 0, nspare = 0;
+    int trim = 0, nspare = 0, freed = 0;
+    apr_uint32_t built = 0;
+    apr_size_t reserved = 0;
 
     apr_thread_mutex_lock(rt->mu);
     if (rt->maps_built != rt->maps_trimmed && !rt->scratch_out && now >= rt->next_trim) {
@@ -1146,13 +1148,32 @@ static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
         }
     }
     rt->maps_seen = rt->maps_built;
+    if (trim) built = rt->maps_built;
     apr_thread_mutex_unlock(rt->mu);
-    while (nspare > 0) scratch_destroy(spare[--nspare]);
-#ifdef __GLIBC__
-    if (trim) malloc_trim(0);
-#else
-    (void)trim;
+    if (!trim) return;
+    freed = nspare;
+    while (nspare > 0) {
+        reserved += spare[nspare - 1]->room + spare[nspare - 1]->out_cap;
+        scratch_destroy(spare[--nspare]);
+    }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    malloc_trim(0);
+    if (APLOGdebug(rt->s)) {
+        struct mallinfo2 mi = mallinfo2();
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, rt->s, APLOGNO(11089)
+                     "TS2021: full maps quiet (%u built so far): %d spare scratch sets "
+                     "(%" APR_SIZE_T_FMT " KiB of JSON room and frame buffers) freed, heap "
+                     "trimmed: %" APR_SIZE_T_FMT " KiB in use, %" APR_SIZE_T_FMT " KiB free "
+                     "in the heap, %" APR_SIZE_T_FMT " KiB in large blocks", built, freed,
+                     reserved >> 10, (apr_size_t)mi.uordblks >> 10,
+                     (apr_size_t)mi.fordblks >> 10, (apr_size_t)mi.hblkhd >> 10);
+    }
+#elif defined(__GLIBC__)
+    malloc_trim(0);
 #endif
+    (void)built;
+    (void)freed;
+    (void)reserved;
 }
 
 static void tailnet_round(void *baton, int changed)
