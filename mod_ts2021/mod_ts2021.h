@@ -129,6 +129,11 @@ apr_status_t ts_tailnet_policy_text(server_rec *s, ts_store_t *st, apr_pool_t *p
 
 int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s);
 int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+/* Any thread: output buffers of a burst were freed (queues drained): the notifier's next
+ * round gives the heap's free pages back (mod_ts2021_stream.c). */
+void ts_tailnet_trim_request(void);
+/* Bytes of frames and answers posted to owner threads and not yet handed to a connection. */
+apr_size_t ts_tailnet_posted_bytes(void);
 apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf);
 apr_interval_time_t ts_config_keepalive(const ts_server_conf *conf);
 /* The window over which a stopping child spreads its connections' GOAWAYs (default 10 s). */

@@ -9,6 +9,7 @@
 #include "mod_ts2021_presence.h"
 
 #include <http_log.h>
+#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -58,9 +59,19 @@ typedef struct machine_item {
     ts_tailnet_rt *rt;              /* a registered map stream's: report it if it is gone */
 } machine_item;
 
+/* Bytes of the frames and answers copied for owner threads, not yet run by them: with a
+ * busy event loop a cold start's first maps wait here, not in the HTTP/2 queues. */
+static volatile apr_uint64_t posted_bytes;
+
+apr_size_t ts_tailnet_posted_bytes(void)
+{
+    return (apr_size_t)apr_atomic_read64(&posted_bytes);
+}
+
 static void item_free(machine_item *it)
 {
     if (it->hold) ts_map_delta_unref(it->hold);
+    if (it->own) apr_atomic_sub64(&posted_bytes, it->len);
     free(it->own);
     free(it);
 }
@@ -100,6 +111,7 @@ static void post_item(ts_mailbox_t *mb, uint64_t conn_id, machine_item *it)
     ts_tailnet_rt *rt = it->kind == 0 ? it->rt : NULL;
     int32_t stream_id = it->stream_id;
 
+    if (it->own) apr_atomic_add64(&posted_bytes, it->len);
     if (ts_mailbox_post(mb, conn_id, item_run, it) == APR_SUCCESS) return;
     item_free(it);
     /* The owner is gone (a TLS connection that ended): so is the stream. */
@@ -1128,11 +1140,20 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 /* After a burst of full maps (a cold start: thousands of multi-MB JSON buffers and frames
  * queued for clients, freed on other threads) glibc keeps the freed pages; once the burst is
  * over (no map for a round, none being built), give them back, with the spare scratch sets
- * (a few MiB each: the next map makes one again). At most every 5 s. */
+ * (a few MiB each: the next map makes one again). At most every 5 s. The event loop asks
+ * again (ts_tailnet_trim_request) when its output queues drained after a peak: with slow
+ * clients the first maps' frames are freed long after the last map was built. */
+static volatile apr_uint32_t trim_asked;
+
+void ts_tailnet_trim_request(void)
+{
+    apr_atomic_set32(&trim_asked, 1);
+}
+
 static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
 {
     ts_tailnet_scratch *spare[STREAM_SPARE_SCRATCH];
-    int trim = 0, nspare = 0, freed = 0;
+    int trim = 0, nspare = 0, freed = 0, asked = apr_atomic_xchg32(&trim_asked, 0) != 0;
     apr_uint32_t built = 0;
     apr_size_t reserved = 0;
 
@@ -1148,9 +1169,9 @@ static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
         }
     }
     rt->maps_seen = rt->maps_built;
-    if (trim) built = rt->maps_built;
+    built = rt->maps_built;
     apr_thread_mutex_unlock(rt->mu);
-    if (!trim) return;
+    if (!trim && !asked) return;
     freed = nspare;
     while (nspare > 0) {
         reserved += spare[nspare - 1]->room + spare[nspare - 1]->out_cap;
@@ -1161,10 +1182,11 @@ static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
     if (APLOGdebug(rt->s)) {
         struct mallinfo2 mi = mallinfo2();
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, rt->s, APLOGNO(11089)
-                     "TS2021: full maps quiet (%u built so far): %d spare scratch sets "
+                     "TS2021: %s (%u full maps built so far): %d spare scratch sets "
                      "(%" APR_SIZE_T_FMT " KiB of JSON room and frame buffers) freed, heap "
                      "trimmed: %" APR_SIZE_T_FMT " KiB in use, %" APR_SIZE_T_FMT " KiB free "
-                     "in the heap, %" APR_SIZE_T_FMT " KiB in large blocks", built, freed,
+                     "in the heap, %" APR_SIZE_T_FMT " KiB in large blocks",
+                     trim ? "full maps quiet" : "output queues drained", built, freed,
                      reserved >> 10, (apr_size_t)mi.uordblks >> 10,
                      (apr_size_t)mi.fordblks >> 10, (apr_size_t)mi.hblkhd >> 10);
     }

@@ -93,6 +93,9 @@ size_t ts_conn_backlog(const ts_conn_t *conn);
  * response under way): an idle timeout must not cut those. */
 size_t ts_conn_streams(const ts_conn_t *conn);
 
+/* Bytes the connection holds for its client: its HTTP/2 streams' queues plus sealed output. */
+size_t ts_conn_queued(const ts_conn_t *conn);
+
 /* Records decrypted so far: 0 means the client has not proven it holds the keys
  * (a replayed initiation never gets further). */
 uint64_t ts_conn_records_in(const ts_conn_t *conn);

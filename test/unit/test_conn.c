@@ -1134,6 +1134,13 @@ static void test_open_streams(void **state)
     map = request("POST", "/machine/map", NULL, "{}", 2);
     cpump();
     assert_int_equal(ts_conn_streams(W.conn), 3);
+    /* bytes held for the client: queued in the stream until the connection is pumped */
+    assert_int_equal(ts_conn_queued(W.conn), 0);
+    assert_int_equal(ts_conn_stream_write(W.conn, map, (const uint8_t *)"frame", 5), APR_SUCCESS);
+    assert_int_equal(ts_conn_queued(W.conn), 5);
+    cpump();
+    assert_int_equal(ts_conn_queued(W.conn), 0);
+    assert_body(cstream(&H, map), "frame", 5);
     assert_int_equal(ts_conn_respond(W.conn, held, 200, "application/json",
                                      (const uint8_t *)"{}", 2), APR_SUCCESS);
     cpump();
