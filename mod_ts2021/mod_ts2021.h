@@ -25,6 +25,7 @@ typedef struct ts_server_conf {
     int min_capver;             /* TS2021MinCapVersion */
     int test_endpoints;         /* TS2021TestEndpoints: /ts2021-test/ paths inside Noise */
     apr_interval_time_t drain_time; /* TS2021DrainTime; -1 until set */
+    apr_interval_time_t idle_timeout;   /* TS2021IdleTimeout; -1 until set */
     apr_interval_time_t handshake_timeout; /* TS2021HandshakeTimeout; -1 until set */
     /* The tailnet (mod_ts2021_tailnet.c). */
     const char *base_domain;        /* TS2021BaseDomain */
@@ -128,10 +129,16 @@ apr_status_t ts_tailnet_policy_text(server_rec *s, ts_store_t *st, apr_pool_t *p
 
 int ts_tailnet_check_config(apr_pool_t *ptemp, server_rec *s);
 int ts_tailnet_post_config(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *s);
+/* Any thread: output buffers of a burst were freed (queues drained): the notifier's next
+ * round gives the heap's free pages back (mod_ts2021_stream.c). */
+void ts_tailnet_trim_request(void);
+/* Bytes of frames and answers posted to owner threads and not yet handed to a connection. */
+apr_size_t ts_tailnet_posted_bytes(void);
 apr_interval_time_t ts_config_offline_grace(const ts_server_conf *conf);
 apr_interval_time_t ts_config_keepalive(const ts_server_conf *conf);
 /* The window over which a stopping child spreads its connections' GOAWAYs (default 10 s). */
 apr_interval_time_t ts_config_drain_time(const ts_server_conf *conf);
+apr_interval_time_t ts_config_idle_timeout(const ts_server_conf *conf);
 
 /* mod_ts2021_dbd.c: mod_dbd access and schema bring-up */
 int ts_dbd_check_config(apr_pool_t *pconf, server_rec *s);

@@ -28,6 +28,7 @@ void *ts_config_create_server(apr_pool_t *p, server_rec *s)
     conf->test_endpoints = TS_UNSET;
     conf->drain_time = -1;
     conf->handshake_timeout = -1;
+    conf->idle_timeout = -1;
     conf->ipalloc = TS_UNSET;
     conf->node_expiry = conf->ephemeral_timeout = conf->offline_grace = -1;
     conf->keepalive = -1;
@@ -53,6 +54,7 @@ void *ts_config_merge_server(apr_pool_t *p, void *basev, void *addv)
     conf->drain_time = add->drain_time >= 0 ? add->drain_time : base->drain_time;
     conf->handshake_timeout = add->handshake_timeout >= 0 ? add->handshake_timeout
                                                           : base->handshake_timeout;
+    conf->idle_timeout = add->idle_timeout >= 0 ? add->idle_timeout : base->idle_timeout;
 #define MERGE_PTR(f) conf->f = add->f ? add->f : base->f
 #define MERGE_INT(f) conf->f = add->f != TS_UNSET ? add->f : base->f
 #define MERGE_TIME(f) conf->f = add->f >= 0 ? add->f : base->f
@@ -240,6 +242,17 @@ static const char *set_handshake_timeout(cmd_parms *cmd, void *dc, const char *a
     (void)dc;
     return parse_duration(cmd, arg, apr_time_from_msec(100),
                           &ts_conf(cmd->server)->handshake_timeout);
+}
+
+static const char *set_idle_timeout(cmd_parms *cmd, void *dc, const char *arg)
+{
+    (void)dc;
+    return parse_duration(cmd, arg, apr_time_from_sec(1), &ts_conf(cmd->server)->idle_timeout);
+}
+
+apr_interval_time_t ts_config_idle_timeout(const ts_server_conf *conf)
+{
+    return conf->idle_timeout >= 0 ? conf->idle_timeout : apr_time_from_sec(600);
 }
 
 apr_interval_time_t ts_config_drain_time(const ts_server_conf *conf)
@@ -512,6 +525,9 @@ const command_rec ts_config_cmds[] = {
                   "window over which a stopping child closes its connections (default 10s)"),
     AP_INIT_TAKE1("TS2021HandshakeTimeout", set_handshake_timeout, NULL, RSRC_CONF,
                   "time from the 101 to the client's first valid record (default 30s)"),
+    AP_INIT_TAKE1("TS2021IdleTimeout", set_idle_timeout, NULL, RSRC_CONF,
+                  "silence after which a connection with no open stream is closed (default "
+                  "600s)"),
     AP_INIT_TAKE1("TS2021BaseDomain", set_base_domain, NULL, RSRC_CONF,
                   "MagicDNS suffix of node names, e.g. tail.example.net"),
     AP_INIT_TAKE1("TS2021IPv4Prefix", set_prefix, NULL, RSRC_CONF,

@@ -25,8 +25,10 @@ APLOG_USE_MODULE(ts2021);
 #define LOOP_BACKLOG_LIMIT    (1u << 20)
 /* No byte out for this long while output is pending: the peer is gone. */
 #define LOOP_WRITE_STALL      apr_time_from_sec(60)
-/* No traffic either way for this long: closed (map streams send keep-alives well within). */
-#define LOOP_IDLE_TIMEOUT     apr_time_from_sec(600)
+/* Output held for clients (HTTP/2 queues, sealed bytes) that peaked above this and then
+ * drained below the low mark: the freed buffers are asked to leave the heap. */
+#define LOOP_TRIM_PEAK        (16u << 20)
+#define LOOP_TRIM_LOW         (1u << 20)
 /* After its GOAWAY a connection gets this long to finish before it is cut. */
 #define LOOP_DRAIN_GRACE      apr_time_from_sec(5)
 
@@ -60,6 +62,7 @@ typedef struct ts_loop {
     volatile apr_uint32_t stop;    /* 1: drain gracefully, 2: close now */
     volatile apr_uint64_t next_id;
     apr_time_t next_sweep;
+    size_t held_peak;              /* largest output held at a sweep since the last trim */
     uint8_t buf[LOOP_READ_CHUNK];
 } ts_loop;
 
@@ -340,13 +343,24 @@ static void loop_start_drain(ts_loop *loop, apr_time_t now)
     }
 }
 
+/* No traffic either way for TS2021IdleTimeout and nothing open: a held registration or a
+ * map stream without keep-alives may stay silent for longer, and is not idle. */
+static int loop_idle(loop_conn *lc, apr_time_t now)
+{
+    apr_interval_time_t idle = ts_config_idle_timeout(ts_conf(lc->ctx.s));
+
+    return now - lc->last_in > idle && now - lc->last_out > idle && !ts_conn_streams(lc->core);
+}
+
 /* Timers, once a second (every tick while draining): handshake, stall, idle, drain. */
 static void loop_sweep(ts_loop *loop, apr_time_t now)
 {
     loop_conn *lc, *next;
+    size_t held = 0;
 
     for (lc = loop->list; lc; lc = next) {
         next = lc->next;
+        held += ts_conn_queued(lc->core);
         /* Until its first record a connection is only a promise: bound it. */
         if (!ts_conn_records_in(lc->core)
             && now - lc->last_in > ts_config_handshake_timeout(ts_conf(lc->ctx.s))) {
@@ -363,9 +377,21 @@ static void loop_sweep(ts_loop *loop, apr_time_t now)
             lc->cut_at = now + LOOP_DRAIN_GRACE;
             loop_service(loop, lc);
         }
-        else if (now - lc->last_in > LOOP_IDLE_TIMEOUT && now - lc->last_out > LOOP_IDLE_TIMEOUT) {
+        else if (loop_idle(lc, now)) {
             loop_close(loop, lc, "idle");
         }
+    }
+    /* A cold start's first maps can hold hundreds of MiB in the mailboxes and queues while
+     * this thread and the clients work through them; they are freed here, after the
+     * notifier's own trim of the burst. */
+    held += ts_tailnet_posted_bytes();
+    if (held > loop->held_peak) loop->held_peak = held;
+    if (loop->held_peak >= LOOP_TRIM_PEAK && held < LOOP_TRIM_LOW) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, loop->s, APLOGNO(11088)
+                     "TS2021: output drained (peak %" APR_SIZE_T_FMT " KiB posted or queued "
+                     "for clients): heap trim asked", loop->held_peak >> 10);
+        loop->held_peak = held;
+        ts_tailnet_trim_request();
     }
 }
 

@@ -76,6 +76,7 @@ typedef struct ts_tailnet_rt {
     int nstreams;
     apr_array_header_t *spare_scratch;  /* ts_tailnet_scratch *, for maps off the lock */
     int scratch_out;                /* scratch sets taken (full maps being compressed) */
+    apr_size_t scratch_room;        /* JSON room a scratch pool reserves (largest map + 1/4) */
     apr_uint32_t maps_built;        /* full maps sent (for trimming the heap after a burst) */
     apr_uint32_t maps_trimmed;      /* maps_built at the last trim */
     apr_uint32_t maps_seen;         /* maps_built at the notifier's last round */
@@ -141,6 +142,7 @@ typedef struct ts_tailnet_scratch {
     apr_pool_t *encpool;
     uint8_t *out;                   /* malloc'ed compression output, kept */
     size_t out_cap;
+    apr_size_t room;                /* JSON bytes the pool's reserved block holds */
 } ts_tailnet_scratch;
 /* Under rt->mu: a scratch set for use after unlocking; give it back (under rt->mu) when
  * done (its pool is cleared then). At most a few are out at once per tailnet (waiting for

@@ -9,6 +9,7 @@
 #include "mod_ts2021_presence.h"
 
 #include <http_log.h>
+#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -58,9 +59,19 @@ typedef struct machine_item {
     ts_tailnet_rt *rt;              /* a registered map stream's: report it if it is gone */
 } machine_item;
 
+/* Bytes of the frames and answers copied for owner threads, not yet run by them: with a
+ * busy event loop a cold start's first maps wait here, not in the HTTP/2 queues. */
+static volatile apr_uint64_t posted_bytes;
+
+apr_size_t ts_tailnet_posted_bytes(void)
+{
+    return (apr_size_t)apr_atomic_read64(&posted_bytes);
+}
+
 static void item_free(machine_item *it)
 {
     if (it->hold) ts_map_delta_unref(it->hold);
+    if (it->own) apr_atomic_sub64(&posted_bytes, it->len);
     free(it->own);
     free(it);
 }
@@ -100,6 +111,7 @@ static void post_item(ts_mailbox_t *mb, uint64_t conn_id, machine_item *it)
     ts_tailnet_rt *rt = it->kind == 0 ? it->rt : NULL;
     int32_t stream_id = it->stream_id;
 
+    if (it->own) apr_atomic_add64(&posted_bytes, it->len);
     if (ts_mailbox_post(mb, conn_id, item_run, it) == APR_SUCCESS) return;
     item_free(it);
     /* The owner is gone (a TLS connection that ended): so is the stream. */
@@ -1047,6 +1059,36 @@ static void scratch_destroy(ts_tailnet_scratch *sc)
     free(sc);
 }
 
+/* A map's JSON is one block of the scratch pool, and an APR allocator keeps every block it
+ * was given back, for good (Debian's APR maps each one separately). A map a few KiB larger
+ * than the last (every cold start: the tailnet comes online node by node) fits in none of
+ * them and gets a fresh block, so each such map left one map-sized block behind: ~60 MiB
+ * per child after a 1,000-node cold start. So the pool gets an allocator of its own with one
+ * block reserved for JSON up to room bytes, and is replaced (the stale blocks unmapped) once
+ * a map outgrew it. */
+static apr_status_t scratch_pool_fresh(ts_tailnet_scratch *sc, apr_size_t room)
+{
+    apr_allocator_t *a;
+    apr_memnode_t *node;
+
+    if (sc->pool) apr_pool_destroy(sc->pool);       /* and its allocator: the owner */
+    sc->pool = NULL;
+    sc->room = 0;
+    if (apr_allocator_create(&a) != APR_SUCCESS) return APR_ENOMEM;
+    if (apr_pool_create_unmanaged_ex(&sc->pool, NULL, a) != APR_SUCCESS) {
+        apr_allocator_destroy(a);
+        sc->pool = NULL;
+        return APR_ENOMEM;
+    }
+    apr_allocator_owner_set(a, sc->pool);
+    /* mapped, not touched: resident only once a map was written into it */
+    if (room && (node = apr_allocator_alloc(a, room)) != NULL) {
+        apr_allocator_free(a, node);
+        sc->room = room;
+    }
+    return APR_SUCCESS;
+}
+
 ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
 {
     ts_tailnet_scratch *sc;
@@ -1057,7 +1099,7 @@ ts_tailnet_scratch *ts_tailnet_scratch_take(ts_tailnet_rt *rt)
         return *(ts_tailnet_scratch **)apr_array_pop(rt->spare_scratch);
     }
     if (!(sc = calloc(1, sizeof(*sc)))) return NULL;
-    if (apr_pool_create_unmanaged_ex(&sc->pool, NULL, NULL) != APR_SUCCESS
+    if (scratch_pool_fresh(sc, rt->scratch_room) != APR_SUCCESS
         || apr_pool_create_unmanaged_ex(&sc->encpool, NULL, NULL) != APR_SUCCESS
         || ts_mapframe_enc_create(&sc->enc, sc->encpool, 0) != APR_SUCCESS) {
         scratch_destroy(sc);
@@ -1077,7 +1119,19 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
         scratch_destroy(sc);
         return;
     }
-    apr_pool_clear(sc->pool);       /* keeps its blocks for the next map */
+    /* out_cap >= the frame bound of the largest JSON built here, so >= that JSON's size (+4):
+     * past the reserved room, the next maps get a quarter more (+ the pool's own bits). */
+    if (sc->out_cap + (8u << 10) > sc->room) {
+        apr_size_t room = sc->out_cap + sc->out_cap / 4 + (16u << 10);
+        if (room > rt->scratch_room) rt->scratch_room = room;
+        if (scratch_pool_fresh(sc, rt->scratch_room) != APR_SUCCESS) {
+            scratch_destroy(sc);
+            return;
+        }
+    }
+    else {
+        apr_pool_clear(sc->pool);   /* keeps its blocks for the next map */
+    }
     APR_ARRAY_PUSH(rt->spare_scratch, ts_tailnet_scratch *) = sc;
 }
 
@@ -1085,10 +1139,23 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
 
 /* After a burst of full maps (a cold start: thousands of multi-MB JSON buffers and frames
  * queued for clients, freed on other threads) glibc keeps the freed pages; once the burst is
- * over (no map for a round, none being built), give them back. At most every 5 s. */
+ * over (no map for a round, none being built), give them back, with the spare scratch sets
+ * (a few MiB each: the next map makes one again). At most every 5 s. The event loop asks
+ * again (ts_tailnet_trim_request) when its output queues drained after a peak: with slow
+ * clients the first maps' frames are freed long after the last map was built. */
+static volatile apr_uint32_t trim_asked;
+
+void ts_tailnet_trim_request(void)
+{
+    apr_atomic_set32(&trim_asked, 1);
+}
+
 static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
 {
-    int trim = 0;
+    ts_tailnet_scratch *spare[STREAM_SPARE_SCRATCH];
+    int trim = 0, nspare = 0, freed = 0, asked = apr_atomic_xchg32(&trim_asked, 0) != 0;
+    apr_uint32_t built = 0;
+    apr_size_t reserved = 0;
 
     apr_thread_mutex_lock(rt->mu);
     if (rt->maps_built != rt->maps_trimmed && !rt->scratch_out && now >= rt->next_trim) {
@@ -1096,15 +1163,39 @@ static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
             rt->maps_trimmed = rt->maps_built;
             rt->next_trim = now + apr_time_from_sec(5);
             trim = 1;
+            while (rt->spare_scratch->nelts && nspare < STREAM_SPARE_SCRATCH) {
+                spare[nspare++] = *(ts_tailnet_scratch **)apr_array_pop(rt->spare_scratch);
+            }
         }
     }
     rt->maps_seen = rt->maps_built;
+    built = rt->maps_built;
     apr_thread_mutex_unlock(rt->mu);
-#ifdef __GLIBC__
-    if (trim) malloc_trim(0);
-#else
-    (void)trim;
+    if (!trim && !asked) return;
+    freed = nspare;
+    while (nspare > 0) {
+        reserved += spare[nspare - 1]->room + spare[nspare - 1]->out_cap;
+        scratch_destroy(spare[--nspare]);
+    }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    malloc_trim(0);
+    if (APLOGdebug(rt->s)) {
+        struct mallinfo2 mi = mallinfo2();
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, rt->s, APLOGNO(11089)
+                     "TS2021: %s (%u full maps built so far): %d spare scratch sets "
+                     "(%" APR_SIZE_T_FMT " KiB of JSON room and frame buffers) freed, heap "
+                     "trimmed: %" APR_SIZE_T_FMT " KiB in use, %" APR_SIZE_T_FMT " KiB free "
+                     "in the heap, %" APR_SIZE_T_FMT " KiB in large blocks",
+                     trim ? "full maps quiet" : "output queues drained", built, freed,
+                     reserved >> 10, (apr_size_t)mi.uordblks >> 10,
+                     (apr_size_t)mi.fordblks >> 10, (apr_size_t)mi.hblkhd >> 10);
+    }
+#elif defined(__GLIBC__)
+    malloc_trim(0);
 #endif
+    (void)built;
+    (void)freed;
+    (void)reserved;
 }
 
 static void tailnet_round(void *baton, int changed)

@@ -17,7 +17,6 @@ APLOG_USE_MODULE(ts2021);
 /* On the thread's stack: keep it small (each TLS connection holds a thread). */
 #define TLS_READ_CHUNK        (4u << 10)
 #define TLS_BACKLOG_LIMIT     (1u << 20)
-#define TLS_IDLE_TIMEOUT      apr_time_from_sec(600)
 #define TLS_DRAIN_GRACE       apr_time_from_sec(5)
 /* A blocking write to a client that stopped reading gives up after this. */
 #define TLS_WRITE_TIMEOUT     apr_time_from_sec(60)
@@ -137,7 +136,10 @@ static const char *tls_timers(tls_conn *tc, apr_time_t now)
         ts_conn_goaway(tc->core);
         tc->cut_at = now + TLS_DRAIN_GRACE;
     }
-    if (now - tc->last_in > TLS_IDLE_TIMEOUT && now - tc->last_out > TLS_IDLE_TIMEOUT) {
+    /* as on the event loop: a connection with an open stream is never idle */
+    if (now - tc->last_in > ts_config_idle_timeout(ts_conf(tc->ctx.s))
+        && now - tc->last_out > ts_config_idle_timeout(ts_conf(tc->ctx.s))
+        && !ts_conn_streams(tc->core)) {
         return "idle";
     }
     return NULL;

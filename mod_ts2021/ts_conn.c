@@ -438,6 +438,16 @@ size_t ts_conn_backlog(const ts_conn_t *conn)
     return conn->out_len - conn->out_off;
 }
 
+size_t ts_conn_streams(const ts_conn_t *conn)
+{
+    return conn->h2 ? ts_h2_session_streams(conn->h2) : 0;
+}
+
+size_t ts_conn_queued(const ts_conn_t *conn)
+{
+    return (conn->h2 ? ts_h2_session_queued(conn->h2) : 0) + conn->out_len - conn->out_off;
+}
+
 uint64_t ts_conn_records_in(const ts_conn_t *conn)
 {
     return conn->records_in;

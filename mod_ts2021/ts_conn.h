@@ -89,6 +89,13 @@ int ts_conn_finished(const ts_conn_t *conn);
 /* Sealed bytes waiting for the socket (backpressure: stop reading above a bound). */
 size_t ts_conn_backlog(const ts_conn_t *conn);
 
+/* HTTP/2 streams open on the connection (a request arriving or waiting for its answer, a
+ * response under way): an idle timeout must not cut those. */
+size_t ts_conn_streams(const ts_conn_t *conn);
+
+/* Bytes the connection holds for its client: its HTTP/2 streams' queues plus sealed output. */
+size_t ts_conn_queued(const ts_conn_t *conn);
+
 /* Records decrypted so far: 0 means the client has not proven it holds the keys
  * (a replayed initiation never gets further). */
 uint64_t ts_conn_records_in(const ts_conn_t *conn);

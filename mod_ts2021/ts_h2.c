@@ -405,6 +405,16 @@ size_t ts_h2_session_queued(const ts_h2_session_t *sess)
     return sess->queued;
 }
 
+size_t ts_h2_session_streams(const ts_h2_session_t *sess)
+{
+    const ts_h2_stream_t *st;
+    size_t n = 0;
+
+    for (st = sess->streams; st; st = st->next)
+        n++;
+    return n;
+}
+
 apr_status_t ts_h2_session_drain(ts_h2_session_t *sess)
 {
     int32_t last = nghttp2_session_get_last_proc_stream_id(sess->ngh);

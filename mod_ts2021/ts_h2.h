@@ -133,6 +133,10 @@ int ts_h2_session_finished(const ts_h2_session_t *sess);
  * With the driver's own out-buffer size this is the backpressure signal. */
 size_t ts_h2_session_queued(const ts_h2_session_t *sess);
 
+/* Streams the session holds: requests arriving, waiting for their answer, or answering (a
+ * map stream). 0: nothing is in progress on this connection. */
+size_t ts_h2_session_streams(const ts_h2_session_t *sess);
+
 /* Graceful: GOAWAY(NO_ERROR) naming the last stream we took; those streams run on, newer ones
  * are refused. Never-ending responses must still be ended or reset by the caller. */
 apr_status_t ts_h2_session_drain(ts_h2_session_t *sess);

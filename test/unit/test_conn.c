@@ -1111,6 +1111,51 @@ static void test_destroy_with_open_streams(void **state)
     assert_true((W.closed[0] == a && W.closed[1] == b) || (W.closed[0] == b && W.closed[1] == a));
 }
 
+/* What an idle timeout asks: is any stream open? A request still arriving, one waiting for
+ * its answer and a response under way count; answered and reset streams do not. */
+static void test_open_streams(void **state)
+{
+    static const char body[] = "0123456789";
+    int32_t slow, held, map;
+
+    (void)state;
+    world_init(NULL);
+    assert_int_equal(ts_conn_streams(W.conn), 0);
+    W.action = DO_NOTHING;
+    slow = request_ex("POST", "/machine/register", "unused", NULL, NULL, body, sizeof(body) - 1,
+                      4, NULL);        /* 4 bytes of the body, then the client pauses */
+    held = request("POST", "/machine/register", NULL, "{}", 2);
+    cpump();
+    assert_int_equal(W.rv, APR_SUCCESS);
+    assert_int_equal(W.nreq, 1);        /* only the complete one reached the handler */
+    assert_int_equal(dreq(held)->id, held);
+    assert_int_equal(ts_conn_streams(W.conn), 2);
+    W.action = DO_STREAM;
+    map = request("POST", "/machine/map", NULL, "{}", 2);
+    cpump();
+    assert_int_equal(ts_conn_streams(W.conn), 3);
+    /* bytes held for the client: queued in the stream until the connection is pumped */
+    assert_int_equal(ts_conn_queued(W.conn), 0);
+    assert_int_equal(ts_conn_stream_write(W.conn, map, (const uint8_t *)"frame", 5), APR_SUCCESS);
+    assert_int_equal(ts_conn_queued(W.conn), 5);
+    cpump();
+    assert_int_equal(ts_conn_queued(W.conn), 0);
+    assert_body(cstream(&H, map), "frame", 5);
+    assert_int_equal(ts_conn_respond(W.conn, held, 200, "application/json",
+                                     (const uint8_t *)"{}", 2), APR_SUCCESS);
+    cpump();
+    assert_true(cstream(&H, held)->ended);
+    assert_int_equal(ts_conn_streams(W.conn), 2);
+    assert_int_equal(nghttp2_submit_rst_stream(H.cli, NGHTTP2_FLAG_NONE, slow, NGHTTP2_CANCEL), 0);
+    cpump();
+    assert_int_equal(ts_conn_streams(W.conn), 1);   /* the map stream runs on */
+    assert_int_equal(ts_conn_stream_end(W.conn, map), APR_SUCCESS);
+    cpump();
+    assert_true(cstream(&H, map)->ended);
+    assert_int_equal(ts_conn_streams(W.conn), 0);
+    assert_false(ts_conn_finished(W.conn));
+}
+
 /* Without a stream_closed callback everything works the same. */
 static void test_no_closed_callback(void **state)
 {
@@ -1157,6 +1202,7 @@ int main(void)
         cmocka_unit_test_teardown(test_client_rst_stream, world_cleanup),
         cmocka_unit_test_teardown(test_destroy_with_open_streams, world_cleanup),
         cmocka_unit_test_teardown(test_no_closed_callback, world_cleanup),
+        cmocka_unit_test_teardown(test_open_streams, world_cleanup),
     };
 
     if (ts_crypto_init() != 0)
