@@ -298,6 +298,7 @@ static void map_send_full(machine_task *t, const ts_node_t *n,
     }
     else {
         rv = ts_map_full(rt->map, n->id, apr_time_now(), sc->pool, &json, &len, &err);
+        if (rv == APR_SUCCESS) sc->json_len = len;
     }
     if (rv == APR_SUCCESS && streaming) {
         ms = ts_tailnet_stream_add(rt, t->mb, t->conn_id, t->stream_id, n->id, m->compress,

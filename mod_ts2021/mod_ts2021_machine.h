@@ -135,13 +135,13 @@ void ts_tailnet_publish_online(ts_tailnet_rt *rt, apr_int64_t node_id);
 /* Under rt->mu: hold a Followup registration. */
 void ts_tailnet_waiter_add(ts_tailnet_rt *rt, machine_waiter *w);
 /* What a worker needs to build and compress a full map off the lock, kept between maps so
- * that the multi-MB buffers are not faulted in afresh every time. */
+ * that the multi-MB buffers are not faulted in afresh every time: the zstd context (chunked
+ * maps for zstd clients) and the JSON pool (one-frame maps for raw-JSON clients). */
 typedef struct ts_tailnet_scratch {
     apr_pool_t *pool;               /* unmanaged, own allocator: cleared on give */
     ts_mapframe_enc_t *enc;         /* lives in encpool (not cleared) */
     apr_pool_t *encpool;
-    uint8_t *out;                   /* malloc'ed compression output, kept */
-    size_t out_cap;
+    apr_size_t json_len;            /* JSON bytes of the last map built in the pool */
     apr_size_t room;                /* JSON bytes the pool's reserved block holds */
 } ts_tailnet_scratch;
 /* Under rt->mu: a scratch set for use after unlocking; give it back (under rt->mu) when

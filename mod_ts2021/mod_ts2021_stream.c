@@ -1047,15 +1047,14 @@ int ts_tailnet_stream_ready(ts_tailnet_rt *rt, machine_stream *ms, uint8_t *fram
     return 1;
 }
 
-/* Scratch sets per tailnet (each holds about one full map of JSON, its compressed frame
- * and a zstd context): full maps compressed at once, all kept for reuse. */
+/* Scratch sets per tailnet (each a zstd context for chunked maps and a JSON pool for
+ * one-frame maps): full maps compressed at once, all kept for reuse. */
 #define STREAM_SPARE_SCRATCH  2
 
 static void scratch_destroy(ts_tailnet_scratch *sc)
 {
     if (sc->pool) apr_pool_destroy(sc->pool);
     if (sc->encpool) apr_pool_destroy(sc->encpool);
-    free(sc->out);
     free(sc);
 }
 
@@ -1119,10 +1118,9 @@ void ts_tailnet_scratch_give(ts_tailnet_rt *rt, ts_tailnet_scratch *sc)
         scratch_destroy(sc);
         return;
     }
-    /* out_cap >= the frame bound of the largest JSON built here, so >= that JSON's size (+4):
-     * past the reserved room, the next maps get a quarter more (+ the pool's own bits). */
-    if (sc->out_cap + (8u << 10) > sc->room) {
-        apr_size_t room = sc->out_cap + sc->out_cap / 4 + (16u << 10);
+    /* past the reserved room, the next maps get a quarter more (+ the pool's own bits) */
+    if (sc->json_len + (8u << 10) > sc->room) {
+        apr_size_t room = sc->json_len + sc->json_len / 4 + (16u << 10);
         if (room > rt->scratch_room) rt->scratch_room = room;
         if (scratch_pool_fresh(sc, rt->scratch_room) != APR_SUCCESS) {
             scratch_destroy(sc);
@@ -1174,7 +1172,7 @@ static void heap_trim(ts_tailnet_rt *rt, apr_time_t now)
     if (!trim && !asked) return;
     freed = nspare;
     while (nspare > 0) {
-        reserved += spare[nspare - 1]->room + spare[nspare - 1]->out_cap;
+        reserved += spare[nspare - 1]->room;
         scratch_destroy(spare[--nspare]);
     }
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
