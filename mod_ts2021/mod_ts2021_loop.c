@@ -30,7 +30,7 @@ APLOG_USE_MODULE(ts2021);
 /* After its GOAWAY a connection gets this long to finish before it is cut. */
 #define LOOP_DRAIN_GRACE      apr_time_from_sec(5)
 
-typedef struct loop_conn {
+struct loop_conn {
     ts_conn_ctx ctx;               /* first: the router's view */
     ts_conn_t *core;
     apr_socket_t *sock;
@@ -38,9 +38,12 @@ typedef struct loop_conn {
     apr_int16_t reg;               /* events registered in the pollset, 0 = none */
     apr_time_t last_in, last_out, stall_since, drain_at, cut_at;
     int fd;
+    uint8_t *initial;              /* until adopted: what httpd's filters had read already */
+    size_t initial_len;
     struct loop_conn *prev, *next;
     char ip[48];
-} loop_conn;
+};
+typedef struct loop_conn loop_conn;
 
 typedef struct ts_loop {
     ts_driver_t driver;            /* first: what the router and workers see */
@@ -244,18 +247,29 @@ static apr_socket_t *loop_socket(ts_loop *loop, int fd)
     return sock;
 }
 
-/* Runs on the loop thread: a connection handed over by a request handler. */
+/* A prepared connection that never reached the loop. */
+static void loop_conn_free(loop_conn *lc)
+{
+    close(lc->fd);
+    ts_conn_destroy(lc->core);
+    free(lc->initial);
+    free(lc);
+}
+
+/* Runs on the loop thread: a connection handed over by a request handler. The bytes the
+ * client sent behind its request are fed here, on the owner thread, so that whatever their
+ * requests post to this connection's mailbox comes after its adoption. */
 static void loop_adopt_item(void *owner_ctx, uint64_t id, void *arg)
 {
     ts_loop *loop = owner_ctx;
     loop_conn *lc = arg;
+    const char *why = NULL;
+    apr_status_t rv;
 
     (void)id;
     if (!loop || loop->stop == 2 || !(lc->sock = loop_socket(loop, lc->fd))) {
         if (loop) apr_atomic_dec32(&loop->count);
-        close(lc->fd);
-        ts_conn_destroy(lc->core);
-        free(lc);
+        loop_conn_free(lc);
         return;
     }
     lc->pfd.desc_type = APR_POLL_SOCKET;
@@ -267,11 +281,22 @@ static void loop_adopt_item(void *owner_ctx, uint64_t id, void *arg)
     if (lc->next) lc->next->prev = lc;
     loop->list = lc;
     if (loop->stop == 1) lc->drain_at = apr_time_now();
+    if (lc->initial_len) {
+        rv = ts_conn_recv(lc->core, lc->initial, lc->initial_len, &why);
+        free(lc->initial);
+        lc->initial = NULL;
+        if (rv != APR_SUCCESS) {
+            /* Send what the failure produced (a GOAWAY, a WebSocket close), then close. */
+            loop_flush(lc, &why);
+            loop_close(loop, lc, why);
+            return;
+        }
+    }
     loop_service(loop, lc);
 }
 
-apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_noise_session_t *ns,
-                           const uint8_t *initial, size_t initial_len, int websocket)
+ts_loop_conn_t *ts_loop_prepare(server_rec *s, int fd, const char *client_ip,
+                                ts_noise_session_t *ns, int websocket, apr_status_t *status)
 {
     ts_loop *loop = the_loop;
     ts_conn_env_t env;
@@ -279,11 +304,12 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
     const char *why = NULL;
     apr_status_t rv;
 
-    if (!loop || loop->stop) return APR_EGENERAL;
-    if (apr_atomic_read32(&loop->count) >= LOOP_MAX_CONNS) return APR_ENOSPC;
-    lc = calloc(1, sizeof(*lc));
-    if (!lc) return APR_ENOMEM;
-    lc->fd = fd;
+    *status = APR_EGENERAL;
+    if (!loop || loop->stop) return NULL;
+    *status = APR_ENOSPC;
+    if (apr_atomic_read32(&loop->count) >= LOOP_MAX_CONNS) goto fail;
+    *status = APR_ENOMEM;
+    if (!(lc = calloc(1, sizeof(*lc)))) goto fail;
     lc->ctx.driver = &loop->driver;
     lc->ctx.id = apr_atomic_inc64(&loop->next_id) + 1;
     lc->ctx.s = s;
@@ -292,31 +318,47 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
     ts_router_env(&env, &lc->ctx);
     env.websocket = websocket;
     rv = ts_conn_create(&lc->core, ns, &env, &why);
-    /* Fed here, on the handler's thread: the loop has not seen this connection yet. A
-     * failure still goes to the loop, which sends what it produced (a GOAWAY, a WebSocket
-     * close) and then closes. */
-    if (rv == APR_SUCCESS && initial_len
-        && ts_conn_recv(lc->core, initial, initial_len, &why) != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, APLOGNO(10963)
-                     "TS2021 connection from %s failing: %s", client_ip, why);
-    }
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_INFO, rv, s, APLOGNO(10962)
                      "TS2021 connection from %s closed: %s", client_ip, why);
-        ts_conn_destroy(lc->core);
         free(lc);
         /* ns is consumed: never the "no loop here" status, or the caller would reuse it. */
-        return rv == APR_EGENERAL ? APR_EINVAL : rv;
+        *status = rv == APR_EGENERAL ? APR_EINVAL : rv;
+        return NULL;
     }
+    lc->fd = fd;
+    *status = APR_SUCCESS;
+    return lc;
+fail:
+    ts_noise_session_wipe(ns);
+    return NULL;
+}
+
+ts_conn_t *ts_loop_core(ts_loop_conn_t *lc)
+{
+    return lc->core;
+}
+
+void ts_loop_discard(ts_loop_conn_t *lc)
+{
+    loop_conn_free(lc);
+}
+
+apr_status_t ts_loop_adopt(ts_loop_conn_t *lc, uint8_t *initial, size_t initial_len)
+{
+    ts_loop *loop = the_loop;
+    apr_status_t rv = APR_EGENERAL;
+
+    lc->initial = initial;
+    lc->initial_len = initial_len;
     lc->last_in = lc->last_out = apr_time_now();
-    /* Counted now, so the child knows of it even before the loop picks it up. */
-    apr_atomic_inc32(&loop->count);
-    rv = ts_mailbox_post(loop->driver.mb, lc->ctx.id, loop_adopt_item, lc);
-    if (rv != APR_SUCCESS) {
-        apr_atomic_dec32(&loop->count);
-        ts_conn_destroy(lc->core);
-        free(lc);
+    if (loop) {
+        /* Counted now, so the child knows of it even before the loop picks it up. */
+        apr_atomic_inc32(&loop->count);
+        rv = ts_mailbox_post(loop->driver.mb, lc->ctx.id, loop_adopt_item, lc);
+        if (rv != APR_SUCCESS) apr_atomic_dec32(&loop->count);
     }
+    if (rv != APR_SUCCESS) loop_conn_free(lc);
     return rv;
 }
 

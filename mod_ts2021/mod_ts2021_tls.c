@@ -28,7 +28,9 @@ typedef struct tls_conn {
     ts_conn_t *core;
     conn_rec *c;
     apr_file_t *wake_in, *wake_out;
+    apr_pollset_t *ps;
     apr_bucket_brigade *bb;
+    request_rec *r;
     apr_time_t last_in, last_out, drain_at, cut_at;
 } tls_conn;
 
@@ -143,28 +145,28 @@ static const char *tls_timers(tls_conn *tc, apr_time_t now)
     return NULL;
 }
 
-static apr_status_t tls_setup(tls_conn *tc, request_rec *r, apr_pollset_t **ps)
+static apr_status_t tls_setup(tls_conn *tc, request_rec *r)
 {
     apr_pollfd_t pfd;
     apr_status_t rv;
 
     rv = apr_file_pipe_create_ex(&tc->wake_in, &tc->wake_out, APR_FULL_NONBLOCK, r->pool);
-    if (rv == APR_SUCCESS) rv = apr_pollset_create(ps, 2, r->pool, 0);
+    if (rv == APR_SUCCESS) rv = apr_pollset_create(&tc->ps, 2, r->pool, 0);
     if (rv != APR_SUCCESS) return rv;
     memset(&pfd, 0, sizeof(pfd));
     pfd.desc_type = APR_POLL_SOCKET;
     pfd.desc.s = ap_get_conn_socket(r->connection);
     pfd.reqevents = APR_POLLIN;
-    rv = apr_pollset_add(*ps, &pfd);
+    rv = apr_pollset_add(tc->ps, &pfd);
     if (rv != APR_SUCCESS) return rv;
     pfd.desc_type = APR_POLL_FILE;
     pfd.desc.f = tc->wake_in;
-    rv = apr_pollset_add(*ps, &pfd);
+    rv = apr_pollset_add(tc->ps, &pfd);
     if (rv == APR_SUCCESS) rv = ts_mailbox_create(&tc->driver.mb, tls_wake, tc);
     return rv;
 }
 
-static const char *tls_loop(tls_conn *tc, apr_pollset_t *ps)
+static const char *tls_loop(tls_conn *tc)
 {
     const apr_pollfd_t *ev;
     const char *why = NULL;
@@ -181,7 +183,7 @@ static const char *tls_loop(tls_conn *tc, apr_pollset_t *ps)
             return why;
         }
         if (got) continue;
-        apr_pollset_poll(ps, apr_time_from_sec(1), &n, &ev);
+        apr_pollset_poll(tc->ps, apr_time_from_sec(1), &n, &ev);
         do {
             dn = sizeof(drain);
         } while (apr_file_read(tc->wake_in, drain, &dn) == APR_SUCCESS && dn == sizeof(drain));
@@ -190,15 +192,15 @@ static const char *tls_loop(tls_conn *tc, apr_pollset_t *ps)
     }
 }
 
-int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
-               size_t initial_len, int websocket)
+ts_tls_conn_t *ts_tls_prepare(request_rec *r, ts_noise_session_t *ns, int websocket,
+                              apr_status_t *status)
 {
     tls_conn *tc = apr_pcalloc(r->pool, sizeof(*tc));
-    apr_pollset_t *ps = NULL;
     ts_conn_env_t env;
     const char *why = NULL;
     apr_status_t rv;
 
+    tc->r = r;
     tc->c = r->connection;
     tc->ctx.driver = &tc->driver;
     tc->ctx.id = 1;
@@ -207,23 +209,27 @@ int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
     tc->driver.lookup = tls_lookup;
     tc->driver.kick = tls_kick;
     tc->bb = apr_brigade_create(r->pool, tc->c->bucket_alloc);
-    tc->last_in = tc->last_out = apr_time_now();
-    apr_socket_timeout_set(ap_get_conn_socket(tc->c), TLS_WRITE_TIMEOUT);
     ts_router_env(&env, &tc->ctx);
     env.websocket = websocket;
-    rv = tls_setup(tc, r, &ps);
+    rv = tls_setup(tc, r);
     if (rv == APR_SUCCESS) rv = ts_conn_create(&tc->core, ns, &env, &why);
     else ts_noise_session_wipe(ns);
-    /* A failure here still lets the loop send what it produced, then close. */
-    if (rv == APR_SUCCESS && initial_len) ts_conn_recv(tc->core, initial, initial_len, &why);
-    if (rv == APR_SUCCESS) {
-        ts_status_add(TS_STATUS_TLS, 1);
-        why = tls_loop(tc, ps);
-        ts_status_add(TS_STATUS_TLS, -1);
-    }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r, APLOGNO(10970)
+    *status = rv;
+    if (rv == APR_SUCCESS) return tc;
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, APLOGNO(10971)
                   "TS2021 connection from %s closed: %s", r->useragent_ip,
                   why ? why : "setup failed");
+    ts_tls_discard(tc);
+    return NULL;
+}
+
+ts_conn_t *ts_tls_core(ts_tls_conn_t *tc)
+{
+    return tc->core;
+}
+
+void ts_tls_discard(ts_tls_conn_t *tc)
+{
     if (tc->driver.mb) {
         ts_mailbox_close(tc->driver.mb);
         ts_mailbox_run(tc->driver.mb, NULL);
@@ -231,6 +237,24 @@ int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
     /* Before our reference goes: destroying the connection reports its streams closed,
      * naming this mailbox. */
     ts_conn_destroy(tc->core);
+    tc->core = NULL;
     if (tc->driver.mb) ts_mailbox_unref(tc->driver.mb);
+    tc->driver.mb = NULL;
+}
+
+int ts_tls_run(ts_tls_conn_t *tc, const uint8_t *initial, size_t initial_len)
+{
+    const char *why = NULL;
+
+    tc->last_in = tc->last_out = apr_time_now();
+    apr_socket_timeout_set(ap_get_conn_socket(tc->c), TLS_WRITE_TIMEOUT);
+    /* A failure here still lets the loop send what it produced, then close. */
+    if (initial_len) ts_conn_recv(tc->core, initial, initial_len, &why);
+    ts_status_add(TS_STATUS_TLS, 1);
+    why = tls_loop(tc);
+    ts_status_add(TS_STATUS_TLS, -1);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, tc->r, APLOGNO(10970)
+                  "TS2021 connection from %s closed: %s", tc->r->useragent_ip, why);
+    ts_tls_discard(tc);
     return DONE;
 }
