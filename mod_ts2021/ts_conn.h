@@ -94,6 +94,9 @@ size_t ts_conn_backlog(const ts_conn_t *conn);
 uint64_t ts_conn_records_in(const ts_conn_t *conn);
 
 const uint8_t *ts_conn_machine_key(const ts_conn_t *conn);
+/* Bytes of the HTTP/2 session held in their own mappings (its frame buffer: resident only
+ * where touched, returned to the system at ts_conn_destroy). */
+size_t ts_conn_mapped(const ts_conn_t *conn);
 uint16_t ts_conn_version(const ts_conn_t *conn);
 
 #endif
