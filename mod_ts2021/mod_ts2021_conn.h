@@ -49,6 +49,10 @@ ts_conn_t *ts_tls_core(ts_tls_conn_t *tc);
 int ts_tls_run(ts_tls_conn_t *tc, const uint8_t *initial, size_t initial_len);
 /* Releases a prepared connection that will not run. */
 void ts_tls_discard(ts_tls_conn_t *tc);
+/* Per child: the eventfd that wakes every TLS thread when the child stops; and its signal
+ * (from the child_stopping hook: a write, nothing else). */
+void ts_tls_child_init(apr_pool_t *pchild);
+void ts_tls_child_stopping(void);
 /* When a stopping child's connection leaves: a random moment in the drain window, which
  * starts about a second late so that the new generation of children accepts by then. */
 apr_interval_time_t ts_drain_delay(apr_interval_time_t window);
