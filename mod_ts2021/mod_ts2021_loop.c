@@ -30,6 +30,8 @@ APLOG_USE_MODULE(ts2021);
 #define LOOP_IDLE_TIMEOUT     apr_time_from_sec(600)
 /* After its GOAWAY a connection gets this long to finish before it is cut. */
 #define LOOP_DRAIN_GRACE      apr_time_from_sec(5)
+/* Nothing sent for this long: the connection's frame buffer pages go back to the system. */
+#define LOOP_RELEASE_AFTER    apr_time_from_sec(2)
 
 struct loop_conn {
     ts_conn_ctx ctx;               /* first: the router's view */
@@ -472,6 +474,9 @@ static void loop_sweep(ts_loop *loop, apr_time_t now)
         }
         else if (now - lc->last_in > LOOP_IDLE_TIMEOUT && now - lc->last_out > LOOP_IDLE_TIMEOUT) {
             loop_close(loop, lc, "idle");
+        }
+        else if (now - lc->last_out > LOOP_RELEASE_AFTER) {
+            ts_conn_idle_release(lc->core);     /* a flag test once done */
         }
     }
 }

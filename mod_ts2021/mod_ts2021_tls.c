@@ -24,6 +24,8 @@ APLOG_USE_MODULE(ts2021);
 #define TLS_DRAIN_GRACE       apr_time_from_sec(5)
 /* A blocking write to a client that stopped reading gives up after this. */
 #define TLS_WRITE_TIMEOUT     apr_time_from_sec(60)
+/* Nothing sent for this long: the connection's frame buffer pages go back to the system. */
+#define TLS_RELEASE_AFTER     apr_time_from_sec(2)
 /* The longest sleep without a timer due (a safety net: stops and wake-ups are signalled). */
 #define TLS_MAX_SLEEP         apr_time_from_sec(30)
 
@@ -41,6 +43,7 @@ typedef struct tls_conn {
     int wake_fd;                   /* eventfd: the mailbox's wake-ups */
     apr_file_t *wake_file;
     int stop_seen;                 /* tls_stop_fd fired: no longer polled (level-triggered) */
+    apr_time_t released_out;       /* last_out when the frame buffer was last released */
     apr_bucket_brigade *bb;
     request_rec *r;
     apr_time_t last_in, last_out, drain_at, cut_at;
@@ -189,6 +192,10 @@ static const char *tls_timers(tls_conn *tc, apr_time_t now)
     if (now - tc->last_in > TLS_IDLE_TIMEOUT && now - tc->last_out > TLS_IDLE_TIMEOUT) {
         return "idle";
     }
+    if (tc->released_out != tc->last_out && now - tc->last_out > TLS_RELEASE_AFTER) {
+        ts_conn_idle_release(tc->core);
+        tc->released_out = tc->last_out;
+    }
     return NULL;
 }
 
@@ -213,6 +220,8 @@ static apr_interval_time_t tls_sleep(tls_conn *tc, apr_time_t now)
     }
     t = tc->cut_at ? tc->cut_at : tc->drain_at;
     if (t && t < due) due = t;
+    t = tc->last_out + TLS_RELEASE_AFTER;
+    if (tc->released_out != tc->last_out && t < due) due = t;
     if (tls_stop_fd < 0 && now + apr_time_from_sec(1) < due) due = now + apr_time_from_sec(1);
     if (due <= now) return 0;
     due += apr_time_from_msec(1);

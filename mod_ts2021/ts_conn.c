@@ -42,6 +42,9 @@ struct ts_conn {
         void *p;
         size_t len;
     } map[CONN_MAP_SLOTS];
+    int creating;                   /* inside ts_h2_session_create */
+    int fb_slot;                    /* nghttp2's frame buffer: the mapping made at creation */
+    int fb_released;                /* its pages were given back (ts_conn_idle_release) */
 };
 
 /* The HTTP/2 session's allocator: big blocks mapped (while a slot is free), the rest malloc. */
@@ -57,6 +60,7 @@ static void *conn_map(ts_conn_t *conn, size_t size)
         if (p == MAP_FAILED) return NULL;
         conn->map[i].p = p;
         conn->map[i].len = len;
+        if (conn->creating && conn->fb_slot < 0) conn->fb_slot = i;
         return p;
     }
     return NULL;
@@ -90,6 +94,7 @@ static void conn_mem_free(void *ptr, void *baton)
     }
     munmap(ptr, conn->map[i].len);
     conn->map[i].p = NULL;
+    if (i == conn->fb_slot) conn->fb_slot = -1;
 }
 
 static void *conn_mem_calloc(size_t nmemb, size_t size, void *baton)
@@ -188,7 +193,10 @@ apr_status_t ts_conn_create(ts_conn_t **out, ts_noise_session_t *ns, const ts_co
     hc.max_queued = env->max_stream_queue;
     hc.on_request = conn_on_request;
     hc.on_closed = conn_on_closed;
+    conn->fb_slot = -1;
+    conn->creating = 1;
     rv = ts_h2_session_create(&conn->h2, &hc, conn, errmsg);
+    conn->creating = 0;
     if (rv != APR_SUCCESS) {
         ts_conn_destroy(conn);
         return rv;
@@ -410,6 +418,7 @@ static apr_status_t conn_fill(ts_conn_t *conn, const char **errmsg)
         *errmsg = "out of memory";
         return APR_ENOMEM;
     }
+    conn->fb_released = 0;          /* nghttp2 serialises its frames into it */
     rv = ts_h2_session_send(conn->h2, CONN_SEND_BUDGET, conn_h2_out, conn, NULL, errmsg);
     rv2 = conn_seal_staged(conn, errmsg);
     free(conn->plain);
@@ -543,6 +552,20 @@ uint64_t ts_conn_records_in(const ts_conn_t *conn)
 const uint8_t *ts_conn_machine_key(const ts_conn_t *conn)
 {
     return conn->machine_key;
+}
+
+int ts_conn_idle_release(ts_conn_t *conn)
+{
+    int i = conn->fb_slot;
+
+    if (i < 0 || conn->fb_released || conn->dead) return 0;
+    /* Only between frames: nothing of ours waiting, nothing nghttp2 is half-way through. */
+    if (conn->out_len != conn->out_off || conn->plain || ts_h2_session_want_write(conn->h2)) {
+        return 0;
+    }
+    if (madvise(conn->map[i].p, conn->map[i].len, MADV_DONTNEED) != 0) return 0;
+    conn->fb_released = 1;
+    return 1;
 }
 
 size_t ts_conn_mapped(const ts_conn_t *conn)

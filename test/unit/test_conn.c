@@ -416,6 +416,36 @@ static void test_big_blocks_mapped(void **state)
     assert_idle_output();
 }
 
+/* A quiet connection gives its frame buffer's pages back, once per quiet period, never with
+ * output on its way; the buffer works as before afterwards (and can be released again). */
+static void test_idle_release(void **state)
+{
+    int32_t id;
+
+    (void)state;
+    world_init(NULL);
+    cpump();
+    assert_int_equal(W.rv, APR_SUCCESS);
+    assert_int_equal(ts_conn_idle_release(W.conn), 1);
+    assert_int_equal(ts_conn_idle_release(W.conn), 0);
+    W.action = DO_RESPOND;
+    id = request("POST", "/machine/register", "application/json", "{\"a\":1}", 7);
+    assert_true(client_to_conn() > 0);
+    /* answered inside the dispatch: the response waits for nghttp2's send */
+    assert_int_equal(W.nreq, 1);
+    assert_int_equal(ts_conn_idle_release(W.conn), 0);
+    cpump();
+    assert_int_equal(W.rv, APR_SUCCESS);
+    assert_int_equal(cstream(&H, id)->status, 200);
+    assert_body(cstream(&H, id), "{\"a\":1}", 7);
+    assert_idle_output();
+    assert_int_equal(ts_conn_idle_release(W.conn), 1);
+    id = request("POST", "/machine/register", "application/json", "{\"b\":2}", 7);
+    cpump();
+    assert_int_equal(W.rv, APR_SUCCESS);
+    assert_body(cstream(&H, id), "{\"b\":2}", 7);
+}
+
 /* A client below version 49 gets no early payload: the first record is HTTP/2 already. */
 static void test_old_client_no_early_payload(void **state)
 {
@@ -1167,6 +1197,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_big_blocks_mapped, world_cleanup),
+        cmocka_unit_test_teardown(test_idle_release, world_cleanup),
         cmocka_unit_test_teardown(test_handshake_and_settings, world_cleanup),
         cmocka_unit_test_teardown(test_old_client_no_early_payload, world_cleanup),
         cmocka_unit_test_teardown(test_request_dispatch_and_respond, world_cleanup),
