@@ -74,6 +74,7 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
     ts_conn_child_init();
     ts_dbd_child_init(pchild, s);
     ts_loop_child_init(pchild, s);
+    ts_tls_child_init(pchild);
     ts_tailnets_child_init(pchild, s);
     ts_derpsrc_child_init(pchild, s);
     ts_notify_start(pchild, s);
@@ -82,6 +83,7 @@ static void ts_child_init(apr_pool_t *pchild, server_rec *s)
 static void ts_child_stopping(apr_pool_t *pchild, int graceful)
 {
     ts_loop_child_stopping(pchild, graceful);
+    ts_tls_child_stopping();
 }
 
 /* The protocol fixes the paths, so an enabled vhost serves them without SetHandler;

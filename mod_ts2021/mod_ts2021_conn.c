@@ -192,13 +192,19 @@ static apr_status_t conn_write(request_rec *r, const uint8_t *out, size_t len)
     return ap_pass_brigade(c->output_filters, bb);
 }
 
-/* 101, then message 2 (and the early payload) in one flushed brigade. */
-static apr_status_t conn_send_101(request_rec *r, const uint8_t *out, size_t len)
+/* The native 101's headers, queued unflushed. */
+static void conn_native_switch(request_rec *r)
 {
     apr_table_clear(r->headers_out);
     apr_table_setn(r->headers_out, "Upgrade", TS_UPGRADE_TOKEN);
     apr_table_setn(r->headers_out, "Connection", "upgrade");
     conn_switch(r);
+}
+
+/* 101, then what follows in one flushed brigade. */
+static apr_status_t conn_send_101(request_rec *r, const uint8_t *out, size_t len)
+{
+    conn_native_switch(r);
     return conn_write(r, out, len);
 }
 
@@ -364,17 +370,7 @@ static int conn_ws_handler(request_rec *r, ts_server_conf *conf)
         return conn_ws_close(r, TS_WS_CLOSE_POLICY, reason);
     }
     ts_ws_header_build(out, TS_WS_OP_BINARY, TS_NOISE_MSG2_LEN);
-    if (conn_write(r, out, h + TS_NOISE_MSG2_LEN) != APR_SUCCESS) {
-        ts_metrics_add(TS_MET_HS_IO, 1);
-        ts_noise_session_wipe(&ns);
-        r->connection->aborted = 1;
-        return DONE;
-    }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10945)
-                  "TS2021 WebSocket handshake with %s done (client version %d)", r->useragent_ip,
-                  ns.version);
-    ts_metrics_add(TS_MET_HS_OK, 1);
-    return ts_conn_takeover(r, &ns, 1);
+    return ts_conn_takeover(r, &ns, out, h + TS_NOISE_MSG2_LEN, 1);
 }
 
 int ts_conn_handler(request_rec *r)
@@ -418,17 +414,14 @@ int ts_conn_handler(request_rec *r)
     rv = ts_frame_early_payload_seal(&ns.tx, ns.version, conn_challenge_key(),
                                      out + TS_NOISE_MSG2_LEN,
                                      sizeof(out) - TS_NOISE_MSG2_LEN, &early, &err);
-    if (rv != APR_SUCCESS || conn_send_101(r, out, TS_NOISE_MSG2_LEN + early) != APR_SUCCESS) {
+    if (rv != APR_SUCCESS) {
         ts_metrics_add(TS_MET_HS_IO, 1);
         ts_noise_session_wipe(&ns);
         r->connection->aborted = 1;
         return DONE;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10942)
-                  "TS2021 handshake with %s done (client version %d)", r->useragent_ip,
-                  ns.version);
-    ts_metrics_add(TS_MET_HS_OK, 1);
-    return ts_conn_takeover(r, &ns, 0);
+    conn_native_switch(r);
+    return ts_conn_takeover(r, &ns, out, TS_NOISE_MSG2_LEN + early, 0);
 }
 
 /* Bytes the client sent after its request that httpd's input filters already hold:
@@ -458,56 +451,130 @@ static apr_status_t conn_drain_buffered(conn_rec *c, apr_pool_t *p, uint8_t **bu
     return APR_SUCCESS;
 }
 
-/* Cleartext: a dup of the socket goes to the child's event loop and this worker is
- * free at once; httpd closes its own copy without a shutdown (c->aborted). */
-static int conn_to_loop(request_rec *r, ts_noise_session_t *ns, const uint8_t *buf, size_t len,
-                        int websocket)
+/* Cleartext: a dup of the socket for the child's event loop (httpd closes its own copy
+ * without a shutdown, c->aborted), non-blocking; -1 if that cannot be. */
+static int conn_dup(conn_rec *c)
 {
-    conn_rec *c = r->connection;
     apr_socket_t *sock = ap_get_conn_socket(c);
     apr_os_sock_t os;
-    apr_status_t rv;
+    apr_int32_t nonblock = 0;
     int fd, flags;
 
-    if (!sock || apr_os_sock_get(&os, sock) != APR_SUCCESS) return DECLINED;
+    if (!sock || apr_os_sock_get(&os, sock) != APR_SUCCESS) return -1;
     fd = dup(os);
-    if (fd < 0) return DECLINED;
-    /* The dup shares file status flags with httpd's copy: set ours explicitly. */
+    if (fd < 0) return -1;
+    /* The dup shares file status flags with httpd's copy, which is non-blocking already
+     * when APR says so (a socket with a timeout); otherwise set it. */
+    if (apr_socket_opt_get(sock, APR_SO_NONBLOCK, &nonblock) == APR_SUCCESS && nonblock) {
+        return fd;
+    }
     flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
         close(fd);
-        return DECLINED;
+        return -1;
     }
-    rv = ts_loop_adopt(r->server, fd, r->useragent_ip, ns, buf, len, websocket);
-    if (rv == APR_EGENERAL) {
-        close(fd);
-        return DECLINED;          /* no loop here: ns untouched, drive it on this thread */
+    return fd;
+}
+
+/* Where the connection goes after the 101: the loop (cleartext) or this thread. */
+typedef struct conn_driver {
+    ts_loop_conn_t *lc;
+    ts_tls_conn_t *tc;
+    ts_conn_t *core;
+} conn_driver;
+
+static apr_status_t conn_prepare(request_rec *r, ts_noise_session_t *ns, int websocket,
+                                 conn_driver *d)
+{
+    apr_status_t rv = APR_EGENERAL;
+    int fd = -1;
+
+    memset(d, 0, sizeof(*d));
+    if (!ap_ssl_conn_is_ssl(r->connection) && (fd = conn_dup(r->connection)) >= 0) {
+        d->lc = ts_loop_prepare(r->server, fd, r->useragent_ip, ns, websocket, &rv);
+        if (!d->lc) close(fd);
     }
+    if (d->lc) d->core = ts_loop_core(d->lc);
+    else if (rv == APR_EGENERAL && (d->tc = ts_tls_prepare(r, ns, websocket, &rv)) != NULL) {
+        d->core = ts_tls_core(d->tc);
+    }
+    return d->core ? APR_SUCCESS : rv;
+}
+
+static void conn_discard(conn_driver *d)
+{
+    if (d->lc) ts_loop_discard(d->lc);
+    if (d->tc) ts_tls_discard(d->tc);
+}
+
+/* first, then the connection core's first output (its HTTP/2 SETTINGS), flushed: one write
+ * with the 101 queued before. */
+static apr_status_t conn_write_first(request_rec *r, const uint8_t *first, size_t first_len,
+                                     ts_conn_t *core)
+{
+    conn_rec *c = r->connection;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    const uint8_t *out = NULL;
+    const char *why = NULL;
+    size_t len = 0;
+    apr_status_t rv;
+
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create((const char *)first, first_len,
+                                                             c->bucket_alloc));
+    if (ts_conn_pending(core, &out, &len, &why) == APR_SUCCESS && len > 0) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_transient_create((const char *)out, len,
+                                                                 c->bucket_alloc));
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    rv = ap_pass_brigade(c->output_filters, bb);
+    apr_brigade_cleanup(bb);
+    /* A flushed brigade that passed is on the wire. */
+    if (rv == APR_SUCCESS && len > 0) ts_conn_sent(core, len);
+    return rv;
+}
+
+int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns, const uint8_t *first,
+                     size_t first_len, int websocket)
+{
+    uint16_t version = ns->version;
+    conn_driver d;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    apr_status_t rv;
+    int rc;
+
+    rv = conn_prepare(r, ns, websocket, &d);
+    if (rv == APR_SUCCESS) rv = conn_write_first(r, first, first_len, d.core);
+    if (rv == APR_SUCCESS) rv = conn_drain_buffered(r->connection, r->pool, &buf, &len);
     if (rv != APR_SUCCESS) {
-        close(fd);
+        ts_metrics_add(TS_MET_HS_IO, 1);
+        if (d.core) conn_discard(&d);
+        free(buf);
+        r->connection->aborted = 1;
+        return DONE;
+    }
+    if (websocket) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10945)
+                      "TS2021 WebSocket handshake with %s done (client version %d)",
+                      r->useragent_ip, version);
+    }
+    else {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, APLOGNO(10942)
+                      "TS2021 handshake with %s done (client version %d)", r->useragent_ip,
+                      version);
+    }
+    ts_metrics_add(TS_MET_HS_OK, 1);
+    if (d.tc) {
+        rc = ts_tls_run(d.tc, buf, len);
+        free(buf);
+        return rc;
+    }
+    rv = ts_loop_adopt(d.lc, buf, len);
+    if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, r, APLOGNO(10943)
                       "TS2021 connection from %s could not be handed to the event loop",
                       r->useragent_ip);
     }
-    c->aborted = 1;
+    r->connection->aborted = 1;
     return DONE;
-}
-
-int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns, int websocket)
-{
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    int rc;
-
-    if (conn_drain_buffered(r->connection, r->pool, &buf, &len) != APR_SUCCESS) {
-        free(buf);
-        ts_noise_session_wipe(ns);
-        r->connection->aborted = 1;
-        return DONE;
-    }
-    rc = DECLINED;
-    if (!ap_ssl_conn_is_ssl(r->connection)) rc = conn_to_loop(r, ns, buf, len, websocket);
-    if (rc == DECLINED) rc = ts_tls_run(r, ns, buf, len, websocket);
-    free(buf);
-    return rc;
 }

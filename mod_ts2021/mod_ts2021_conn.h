@@ -10,26 +10,49 @@
 /* /ts2021: POST with the native upgrade, GET with WebSocket (mod_ts2021_conn.c). */
 int ts_conn_handler(request_rec *r);
 
-/* After the 101: hands the connection to the loop (cleartext) or drives it on this
- * worker thread (TLS). Takes over ns. */
-int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns, int websocket);
+/* After the handshake: creates the connection core, sends the 101 (queued by the caller),
+ * first (message 2 and the early payload, or message 2 alone in its WebSocket message) and the
+ * core's HTTP/2 SETTINGS in one flushed write, then hands the connection to the loop
+ * (cleartext) or drives it on this worker thread (TLS). Takes over ns. */
+int ts_conn_takeover(request_rec *r, ts_noise_session_t *ns, const uint8_t *first,
+                     size_t first_len, int websocket);
 /* Per child: the early payload's challenge key pair. */
 void ts_conn_child_init(void);
 
 /* mod_ts2021_loop.c: one event-loop thread per child. */
 void ts_loop_child_init(apr_pool_t *pchild, server_rec *s);
 void ts_loop_child_stopping(apr_pool_t *pchild, int graceful);
-/* Adopts a dup'ed, non-blocking socket fd and the finished handshake ns; initial holds
- * ciphertext httpd's filters had read already; websocket selects that carrier. On failure
- * the caller still owns fd. APR_EGENERAL if no loop runs (or it stops) in this child: ns is
- * then untouched; any other failure has consumed it. */
-apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_noise_session_t *ns,
-                           const uint8_t *initial, size_t initial_len, int websocket);
+/* A cleartext connection between its handshake and its adoption by the loop. */
+typedef struct loop_conn ts_loop_conn_t;
+/* Creates the connection core for the loop, before the 101 goes out (so that its first
+ * output leaves with it). fd is a dup'ed, non-blocking socket, owned by the result on success.
+ * NULL with *status APR_EGENERAL if no loop runs (or it stops) in this child: ns is then
+ * untouched; NULL with any other status: ns is consumed. */
+ts_loop_conn_t *ts_loop_prepare(server_rec *s, int fd, const char *client_ip,
+                                ts_noise_session_t *ns, int websocket, apr_status_t *status);
+ts_conn_t *ts_loop_core(ts_loop_conn_t *lc);
+/* Frees a prepared connection that will not be adopted (closes its fd). */
+void ts_loop_discard(ts_loop_conn_t *lc);
+/* Hands the prepared connection to the loop thread, with the ciphertext httpd's filters had
+ * read already (malloc'ed, taken over; fed on the loop thread). Consumes lc in any case. */
+apr_status_t ts_loop_adopt(ts_loop_conn_t *lc, uint8_t *initial, size_t initial_len);
 
 /* mod_ts2021_tls.c: drives the connection on the request's worker thread, through
- * the connection filters (TLS, or cleartext when no loop runs). Returns at its end. */
-int ts_tls_run(request_rec *r, ts_noise_session_t *ns, const uint8_t *initial,
-               size_t initial_len, int websocket);
+ * the connection filters (TLS, or cleartext when no loop runs). */
+typedef struct tls_conn ts_tls_conn_t;
+/* Creates the connection core (before the 101), from r->pool; NULL on failure (ns consumed
+ * in any case). */
+ts_tls_conn_t *ts_tls_prepare(request_rec *r, ts_noise_session_t *ns, int websocket,
+                              apr_status_t *status);
+ts_conn_t *ts_tls_core(ts_tls_conn_t *tc);
+/* Runs the connection until its end, initial being what httpd's filters had read already. */
+int ts_tls_run(ts_tls_conn_t *tc, const uint8_t *initial, size_t initial_len);
+/* Releases a prepared connection that will not run. */
+void ts_tls_discard(ts_tls_conn_t *tc);
+/* Per child: the eventfd that wakes every TLS thread when the child stops; and its signal
+ * (from the child_stopping hook: a write, nothing else). */
+void ts_tls_child_init(apr_pool_t *pchild);
+void ts_tls_child_stopping(void);
 /* When a stopping child's connection leaves: a random moment in the drain window, which
  * starts about a second late so that the new generation of children accepts by then. */
 apr_interval_time_t ts_drain_delay(apr_interval_time_t window);

@@ -7,6 +7,7 @@
 #include <http_log.h>
 #include <apr_atomic.h>
 #include <apr_hash.h>
+#include <apr_thread_mutex.h>
 #include <apr_poll.h>
 #include <apr_portable.h>
 #include <apr_thread_proc.h>
@@ -31,8 +32,10 @@ APLOG_USE_MODULE(ts2021);
 #define LOOP_TRIM_LOW         (1u << 20)
 /* After its GOAWAY a connection gets this long to finish before it is cut. */
 #define LOOP_DRAIN_GRACE      apr_time_from_sec(5)
+/* Nothing sent for this long: the connection's frame buffer pages go back to the system. */
+#define LOOP_RELEASE_AFTER    apr_time_from_sec(2)
 
-typedef struct loop_conn {
+struct loop_conn {
     ts_conn_ctx ctx;               /* first: the router's view */
     ts_conn_t *core;
     apr_socket_t *sock;
@@ -40,9 +43,12 @@ typedef struct loop_conn {
     apr_int16_t reg;               /* events registered in the pollset, 0 = none */
     apr_time_t last_in, last_out, stall_since, drain_at, cut_at;
     int fd;
+    uint8_t *initial;              /* until adopted: what httpd's filters had read already */
+    size_t initial_len;
     struct loop_conn *prev, *next;
     char ip[48];
-} loop_conn;
+};
+typedef struct loop_conn loop_conn;
 
 typedef struct ts_loop {
     ts_driver_t driver;            /* first: what the router and workers see */
@@ -54,8 +60,10 @@ typedef struct ts_loop {
     apr_pollfd_t wake_pfd;
     apr_thread_t *thread;
     apr_hash_t *conns;             /* id -> loop_conn, loop thread only */
-    apr_array_header_t *free_socks; /* closed apr_socket_t structs, for reuse */
+    apr_array_header_t *free_socks; /* closed apr_socket_t structs, for reuse (under socks_mu) */
+    apr_thread_mutex_t *socks_mu;  /* handlers take sockets too (quiet adoption) */
     loop_conn *list;
+    loop_conn *dead;               /* closed this round: freed after it (events may name them) */
     server_rec *s;
     apr_interval_time_t drain_time;
     volatile apr_uint32_t count;
@@ -76,6 +84,7 @@ static ts_conn_t *loop_lookup(ts_driver_t *d, uint64_t id)
 }
 
 static void loop_service(ts_loop *loop, loop_conn *lc);
+static void loop_socket_put(ts_loop *loop, apr_socket_t *sock);
 
 static void loop_kick(ts_driver_t *d, uint64_t id)
 {
@@ -113,16 +122,29 @@ static void loop_close(ts_loop *loop, loop_conn *lc, const char *why)
                      "TS2021 connection from %s closed: %s", lc->ip, why);
     }
     if (lc->reg) apr_pollset_remove(loop->ps, &lc->pfd);
+    lc->reg = 0;
     apr_socket_close(lc->sock);
-    *(apr_socket_t **)apr_array_push(loop->free_socks) = lc->sock;
+    loop_socket_put(loop, lc->sock);
     ts_conn_destroy(lc->core);
+    lc->core = NULL;
     apr_hash_set(loop->conns, &lc->ctx.id, sizeof(lc->ctx.id), NULL);
     if (lc->prev) lc->prev->next = lc->next;
     else loop->list = lc->next;
     if (lc->next) lc->next->prev = lc->prev;
     apr_atomic_dec32(&loop->count);
     ts_status_add(TS_STATUS_LOOP, -1);
-    free(lc);
+    /* Freed at the end of the round: a later event of this round may still name it. */
+    lc->next = loop->dead;
+    loop->dead = lc;
+}
+
+static void loop_bury(ts_loop *loop)
+{
+    while (loop->dead) {
+        loop_conn *lc = loop->dead;
+        loop->dead = lc->next;
+        free(lc);
+    }
 }
 
 /* Registers exactly the events the connection needs now. */
@@ -233,32 +255,63 @@ static void loop_on_event(ts_loop *loop, loop_conn *lc, apr_int16_t ev)
 }
 
 /* apr_socket_t structs come from the loop's pool (pools are not freed piecemeal), so
- * closed ones are kept for reuse: apr_os_sock_put fills an existing struct. */
+ * closed ones are kept for reuse: apr_os_sock_put fills an existing struct. Any thread. */
 static apr_socket_t *loop_socket(ts_loop *loop, int fd)
 {
     apr_socket_t *sock = NULL;
     apr_os_sock_t os = fd;
+    apr_status_t rv;
 
+    apr_thread_mutex_lock(loop->socks_mu);
     if (loop->free_socks->nelts > 0) {
         sock = *(apr_socket_t **)apr_array_pop(loop->free_socks);
     }
-    if (apr_os_sock_put(&sock, &os, loop->pool) != APR_SUCCESS) return NULL;
+    rv = apr_os_sock_put(&sock, &os, loop->pool);
+    apr_thread_mutex_unlock(loop->socks_mu);
+    if (rv != APR_SUCCESS) return NULL;
+    /* A reused struct keeps its timeout 0 (no syscall); the fd is non-blocking already. */
     apr_socket_timeout_set(sock, 0);
     return sock;
 }
 
-/* Runs on the loop thread: a connection handed over by a request handler. */
+static void loop_socket_put(ts_loop *loop, apr_socket_t *sock)
+{
+    apr_thread_mutex_lock(loop->socks_mu);
+    *(apr_socket_t **)apr_array_push(loop->free_socks) = sock;
+    apr_thread_mutex_unlock(loop->socks_mu);
+}
+
+/* A prepared connection that never reached the loop (out of the pollset first: the fd is a
+ * dup, so closing it would not end a registration while httpd's copy lives). */
+static void loop_conn_free(ts_loop *loop, loop_conn *lc)
+{
+    if (lc->reg) apr_pollset_remove(loop->ps, &lc->pfd);
+    if (lc->sock) {
+        apr_socket_close(lc->sock);
+        loop_socket_put(loop, lc->sock);
+    }
+    else close(lc->fd);
+    ts_conn_destroy(lc->core);
+    free(lc->initial);
+    free(lc);
+}
+
+/* Runs on the loop thread: a connection handed over by a request handler. The bytes the
+ * client sent behind its request are fed here, on the owner thread, so that whatever their
+ * requests post to this connection's mailbox comes after its adoption. */
 static void loop_adopt_item(void *owner_ctx, uint64_t id, void *arg)
 {
     ts_loop *loop = owner_ctx;
     loop_conn *lc = arg;
+    const char *why = NULL;
+    apr_status_t rv;
 
     (void)id;
-    if (!loop || loop->stop == 2 || !(lc->sock = loop_socket(loop, lc->fd))) {
-        if (loop) apr_atomic_dec32(&loop->count);
-        close(lc->fd);
-        ts_conn_destroy(lc->core);
-        free(lc);
+    if (!loop || loop->stop == 2 || (!lc->sock && !(lc->sock = loop_socket(loop, lc->fd)))) {
+        /* The loop is going (owner NULL: its mailbox is being emptied at exit). */
+        loop = (ts_loop *)lc->ctx.driver;
+        apr_atomic_dec32(&loop->count);
+        loop_conn_free(loop, lc);
         return;
     }
     lc->pfd.desc_type = APR_POLL_SOCKET;
@@ -270,11 +323,22 @@ static void loop_adopt_item(void *owner_ctx, uint64_t id, void *arg)
     if (lc->next) lc->next->prev = lc;
     loop->list = lc;
     if (loop->stop == 1) lc->drain_at = apr_time_now();
+    if (lc->initial_len) {
+        rv = ts_conn_recv(lc->core, lc->initial, lc->initial_len, &why);
+        free(lc->initial);
+        lc->initial = NULL;
+        if (rv != APR_SUCCESS) {
+            /* Send what the failure produced (a GOAWAY, a WebSocket close), then close. */
+            loop_flush(lc, &why);
+            loop_close(loop, lc, why);
+            return;
+        }
+    }
     loop_service(loop, lc);
 }
 
-apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_noise_session_t *ns,
-                           const uint8_t *initial, size_t initial_len, int websocket)
+ts_loop_conn_t *ts_loop_prepare(server_rec *s, int fd, const char *client_ip,
+                                ts_noise_session_t *ns, int websocket, apr_status_t *status)
 {
     ts_loop *loop = the_loop;
     ts_conn_env_t env;
@@ -282,11 +346,12 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
     const char *why = NULL;
     apr_status_t rv;
 
-    if (!loop || loop->stop) return APR_EGENERAL;
-    if (apr_atomic_read32(&loop->count) >= LOOP_MAX_CONNS) return APR_ENOSPC;
-    lc = calloc(1, sizeof(*lc));
-    if (!lc) return APR_ENOMEM;
-    lc->fd = fd;
+    *status = APR_EGENERAL;
+    if (!loop || loop->stop) return NULL;
+    *status = APR_ENOSPC;
+    if (apr_atomic_read32(&loop->count) >= LOOP_MAX_CONNS) goto fail;
+    *status = APR_ENOMEM;
+    if (!(lc = calloc(1, sizeof(*lc)))) goto fail;
     lc->ctx.driver = &loop->driver;
     lc->ctx.id = apr_atomic_inc64(&loop->next_id) + 1;
     lc->ctx.s = s;
@@ -295,30 +360,74 @@ apr_status_t ts_loop_adopt(server_rec *s, int fd, const char *client_ip, ts_nois
     ts_router_env(&env, &lc->ctx);
     env.websocket = websocket;
     rv = ts_conn_create(&lc->core, ns, &env, &why);
-    /* Fed here, on the handler's thread: the loop has not seen this connection yet. A
-     * failure still goes to the loop, which sends what it produced (a GOAWAY, a WebSocket
-     * close) and then closes. */
-    if (rv == APR_SUCCESS && initial_len
-        && ts_conn_recv(lc->core, initial, initial_len, &why) != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, APLOGNO(10963)
-                     "TS2021 connection from %s failing: %s", client_ip, why);
-    }
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_INFO, rv, s, APLOGNO(10962)
                      "TS2021 connection from %s closed: %s", client_ip, why);
-        ts_conn_destroy(lc->core);
         free(lc);
         /* ns is consumed: never the "no loop here" status, or the caller would reuse it. */
-        return rv == APR_EGENERAL ? APR_EINVAL : rv;
+        *status = rv == APR_EGENERAL ? APR_EINVAL : rv;
+        return NULL;
     }
+    lc->fd = fd;
+    *status = APR_SUCCESS;
+    return lc;
+fail:
+    ts_noise_session_wipe(ns);
+    return NULL;
+}
+
+ts_conn_t *ts_loop_core(ts_loop_conn_t *lc)
+{
+    return lc->core;
+}
+
+void ts_loop_discard(ts_loop_conn_t *lc)
+{
+    loop_conn_free((ts_loop *)lc->ctx.driver, lc);
+}
+
+/* Quiet adoption: with nothing to send and nothing to read yet, the loop need not wake up
+ * now. The socket goes into its pollset from here, then the adoption into its mailbox
+ * without a wake-up: the loop runs it when it next wakes, at the latest when this client's
+ * first bytes arrive (its mailbox runs before the events of a round). One wake-up of the
+ * loop thread (and a pipe write and read) less per handshake. */
+static apr_status_t loop_adopt_quiet(ts_loop *loop, loop_conn *lc)
+{
+    apr_status_t rv;
+
+    if (!(lc->sock = loop_socket(loop, lc->fd))) return APR_ENOMEM;
+    lc->pfd.desc_type = APR_POLL_SOCKET;
+    lc->pfd.desc.s = lc->sock;
+    lc->pfd.client_data = lc;
+    lc->pfd.reqevents = APR_POLLIN;
+    /* Registered first: until the adoption is posted the loop ignores its events (an
+     * unknown connection); posted first, the loop could close it before it is registered. */
+    lc->reg = APR_POLLIN;
+    rv = apr_pollset_add(loop->ps, &lc->pfd);
+    if (rv != APR_SUCCESS) {
+        lc->reg = 0;
+        return rv;
+    }
+    return ts_mailbox_post_quiet(loop->driver.mb, lc->ctx.id, loop_adopt_item, lc);
+}
+
+apr_status_t ts_loop_adopt(ts_loop_conn_t *lc, uint8_t *initial, size_t initial_len)
+{
+    ts_loop *loop = (ts_loop *)lc->ctx.driver;
+    apr_status_t rv;
+
+    lc->initial = initial;
+    lc->initial_len = initial_len;
     lc->last_in = lc->last_out = apr_time_now();
     /* Counted now, so the child knows of it even before the loop picks it up. */
     apr_atomic_inc32(&loop->count);
-    rv = ts_mailbox_post(loop->driver.mb, lc->ctx.id, loop_adopt_item, lc);
+    if (!initial_len && !ts_conn_backlog(lc->core) && !apr_atomic_read32(&loop->stop)) {
+        rv = loop_adopt_quiet(loop, lc);
+    }
+    else rv = ts_mailbox_post(loop->driver.mb, lc->ctx.id, loop_adopt_item, lc);
     if (rv != APR_SUCCESS) {
         apr_atomic_dec32(&loop->count);
-        ts_conn_destroy(lc->core);
-        free(lc);
+        loop_conn_free(loop, lc);
     }
     return rv;
 }
@@ -380,6 +489,9 @@ static void loop_sweep(ts_loop *loop, apr_time_t now)
         else if (loop_idle(lc, now)) {
             loop_close(loop, lc, "idle");
         }
+        else if (now - lc->last_out > LOOP_RELEASE_AFTER) {
+            ts_conn_idle_release(lc->core);     /* a flag test once done */
+        }
     }
     /* A cold start's first maps can hold hundreds of MiB in the mailboxes and queues while
      * this thread and the clients work through them; they are freed here, after the
@@ -415,31 +527,34 @@ static void *APR_THREAD_FUNC loop_main(apr_thread_t *thd, void *data)
         if (stop == 2) break;
         if (stop == 1 && !loop->list && !apr_atomic_read32(&loop->count)) break;
         n = 0;
-        if (apr_pollset_poll(loop->ps, timeout, &n, &ev) == APR_SUCCESS) {
-            for (i = 0; i < n; i++) {
-                loop_conn *lc = ev[i].client_data;
-                if (lc == (loop_conn *)&loop->wake_pfd) {
-                    loop_drain_wake(loop);
-                    continue;
-                }
-                /* An earlier event of this round may have closed it. */
-                if (lc && apr_hash_get(loop->conns, &lc->ctx.id, sizeof(lc->ctx.id)) == lc) {
-                    loop_on_event(loop, lc, ev[i].rtnevents);
-                }
+        if (apr_pollset_poll(loop->ps, timeout, &n, &ev) != APR_SUCCESS) n = 0;
+        for (i = 0; i < n; i++) {
+            if (ev[i].client_data == &loop->wake_pfd) loop_drain_wake(loop);
+        }
+        /* Before the events: a quietly adopted connection's first event may be in them. */
+        ts_mailbox_run(loop->driver.mb, loop);
+        for (i = 0; i < n; i++) {
+            loop_conn *lc = ev[i].client_data;
+            /* Not yet adopted (its adoption is being posted), or closed earlier in this
+             * round (still allocated until loop_bury): skip. */
+            if (lc && lc != (loop_conn *)&loop->wake_pfd
+                && apr_hash_get(loop->conns, &lc->ctx.id, sizeof(lc->ctx.id)) == lc) {
+                loop_on_event(loop, lc, ev[i].rtnevents);
             }
         }
-        ts_mailbox_run(loop->driver.mb, loop);
         now = apr_time_now();
         if (stop == 1) loop_start_drain(loop, now);
         if (stop || now >= loop->next_sweep) {
             loop_sweep(loop, now);
             loop->next_sweep = now + apr_time_from_sec(1);
         }
+        loop_bury(loop);
     }
     /* Refuse new work, then release what was queued (adoptions close their sockets). */
     ts_mailbox_close(loop->driver.mb);
     ts_mailbox_run(loop->driver.mb, NULL);
     loop_close_all(loop, "child exiting");
+    loop_bury(loop);
     return NULL;
 }
 
@@ -498,7 +613,13 @@ void ts_loop_child_init(apr_pool_t *pchild, server_rec *s)
     loop->free_socks = apr_array_make(p, 64, sizeof(apr_socket_t *));
     loop->driver.lookup = loop_lookup;
     loop->driver.kick = loop_kick;
-    rv = apr_pollset_create(&loop->ps, LOOP_MAX_CONNS + 1, p, 0);
+    /* NOCOPY: descriptors live in their loop_conn; with it (and THREADSAFE) a handler may
+     * add its connection's socket itself (quiet adoption). */
+    rv = apr_thread_mutex_create(&loop->socks_mu, APR_THREAD_MUTEX_DEFAULT, p);
+    if (rv == APR_SUCCESS) {
+        rv = apr_pollset_create(&loop->ps, LOOP_MAX_CONNS + 1, p,
+                                APR_POLLSET_THREADSAFE | APR_POLLSET_NOCOPY);
+    }
     if (rv == APR_SUCCESS) {
         rv = apr_file_pipe_create_ex(&loop->wake_in, &loop->wake_out, APR_FULL_NONBLOCK, p);
     }

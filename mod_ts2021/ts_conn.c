@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "ts_frame.h"
 #include "ts_h2.h"
@@ -13,6 +14,12 @@
 /* Pull more from HTTP/2 only while less than this waits for the socket. */
 #define CONN_OUT_LOW_WATER  (64u << 10)
 #define CONN_SEND_BUDGET    (64u << 10)
+/* HTTP/2 allocations this big get their own anonymous mapping: nghttp2's 16 KiB outbound
+ * frame buffer, which an idle connection hardly touches. Its untouched pages then never
+ * become resident (heap memory reused after other connections would be), and all of it goes
+ * back to the system when the connection closes. */
+#define CONN_MAP_MIN        (16u << 10)
+#define CONN_MAP_SLOTS      4
 
 struct ts_conn {
     ts_noise_cipher_t tx, rx;
@@ -31,7 +38,90 @@ struct ts_conn {
     int draining;                   /* ts_conn_goaway was called */
     ts_ws_t *ws;                    /* the WebSocket carrier's reader, NULL on the native path */
     int ws_closed;                  /* our close frame is queued: nothing goes out after it */
+    struct {                        /* the HTTP/2 session's mapped allocations */
+        void *p;
+        size_t len;
+    } map[CONN_MAP_SLOTS];
+    int creating;                   /* inside ts_h2_session_create */
+    int fb_slot;                    /* nghttp2's frame buffer: the mapping made at creation */
+    int fb_released;                /* its pages were given back (ts_conn_idle_release) */
 };
+
+/* The HTTP/2 session's allocator: big blocks mapped (while a slot is free), the rest malloc. */
+static void *conn_map(ts_conn_t *conn, size_t size)
+{
+    size_t len = (size + 4095) & ~(size_t)4095;
+    void *p;
+    int i;
+
+    for (i = 0; i < CONN_MAP_SLOTS; i++) {
+        if (conn->map[i].p) continue;
+        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return NULL;
+        conn->map[i].p = p;
+        conn->map[i].len = len;
+        if (conn->creating && conn->fb_slot < 0) conn->fb_slot = i;
+        return p;
+    }
+    return NULL;
+}
+
+static int conn_map_slot(const ts_conn_t *conn, const void *ptr)
+{
+    int i;
+
+    for (i = 0; ptr && i < CONN_MAP_SLOTS; i++) {
+        if (conn->map[i].p == ptr) return i;
+    }
+    return -1;
+}
+
+static void *conn_mem_malloc(size_t size, void *baton)
+{
+    void *p = size >= CONN_MAP_MIN ? conn_map(baton, size) : NULL;
+
+    return p ? p : malloc(size);
+}
+
+static void conn_mem_free(void *ptr, void *baton)
+{
+    ts_conn_t *conn = baton;
+    int i = conn_map_slot(conn, ptr);
+
+    if (i < 0) {
+        free(ptr);
+        return;
+    }
+    munmap(ptr, conn->map[i].len);
+    conn->map[i].p = NULL;
+    if (i == conn->fb_slot) conn->fb_slot = -1;
+}
+
+static void *conn_mem_calloc(size_t nmemb, size_t size, void *baton)
+{
+    void *p = NULL;
+
+    /* Fresh mappings are zero-filled. */
+    if (size && nmemb <= (size_t)-1 / size && nmemb * size >= CONN_MAP_MIN) {
+        p = conn_map(baton, nmemb * size);
+    }
+    return p ? p : calloc(nmemb, size);
+}
+
+static void *conn_mem_realloc(void *ptr, size_t size, void *baton)
+{
+    ts_conn_t *conn = baton;
+    int i = conn_map_slot(conn, ptr);
+    void *p;
+
+    if (!ptr) return conn_mem_malloc(size, baton);
+    if (i < 0) return realloc(ptr, size);     /* heap blocks stay on the heap */
+    if (size <= conn->map[i].len) return ptr;
+    if (!(p = conn_mem_malloc(size, baton))) return NULL;
+    memcpy(p, ptr, conn->map[i].len);
+    conn_mem_free(ptr, baton);
+    return p;
+}
 
 
 static void conn_on_request(void *ctx, ts_h2_session_t *sess, ts_h2_request_t *req)
@@ -69,6 +159,7 @@ apr_status_t ts_conn_create(ts_conn_t **out, ts_noise_session_t *ns, const ts_co
 {
     ts_conn_t *conn = calloc(1, sizeof(*conn));
     ts_h2_config_t hc;
+    ts_h2_mem_t mem;
     apr_status_t rv;
 
     if (!conn) {
@@ -92,11 +183,20 @@ apr_status_t ts_conn_create(ts_conn_t **out, ts_noise_session_t *ns, const ts_co
         ts_ws_init(conn->ws, 0);
     }
     memset(&hc, 0, sizeof(hc));
+    mem.baton = conn;
+    mem.malloc = conn_mem_malloc;
+    mem.free = conn_mem_free;
+    mem.calloc = conn_mem_calloc;
+    mem.realloc = conn_mem_realloc;
+    hc.mem = &mem;
     hc.max_body = env->max_body;
     hc.max_queued = env->max_stream_queue;
     hc.on_request = conn_on_request;
     hc.on_closed = conn_on_closed;
+    conn->fb_slot = -1;
+    conn->creating = 1;
     rv = ts_h2_session_create(&conn->h2, &hc, conn, errmsg);
+    conn->creating = 0;
     if (rv != APR_SUCCESS) {
         ts_conn_destroy(conn);
         return rv;
@@ -107,8 +207,13 @@ apr_status_t ts_conn_create(ts_conn_t **out, ts_noise_session_t *ns, const ts_co
 
 void ts_conn_destroy(ts_conn_t *conn)
 {
+    int i;
+
     if (!conn) return;
     if (conn->h2) ts_h2_session_destroy(conn->h2);
+    for (i = 0; i < CONN_MAP_SLOTS; i++) {
+        if (conn->map[i].p) munmap(conn->map[i].p, conn->map[i].len);
+    }
     if (conn->reader) {
         ts_frame_reader_wipe(conn->reader);
         free(conn->reader);
@@ -313,6 +418,7 @@ static apr_status_t conn_fill(ts_conn_t *conn, const char **errmsg)
         *errmsg = "out of memory";
         return APR_ENOMEM;
     }
+    conn->fb_released = 0;          /* nghttp2 serialises its frames into it */
     rv = ts_h2_session_send(conn->h2, CONN_SEND_BUDGET, conn_h2_out, conn, NULL, errmsg);
     rv2 = conn_seal_staged(conn, errmsg);
     free(conn->plain);
@@ -456,6 +562,31 @@ uint64_t ts_conn_records_in(const ts_conn_t *conn)
 const uint8_t *ts_conn_machine_key(const ts_conn_t *conn)
 {
     return conn->machine_key;
+}
+
+int ts_conn_idle_release(ts_conn_t *conn)
+{
+    int i = conn->fb_slot;
+
+    if (i < 0 || conn->fb_released || conn->dead) return 0;
+    /* Only between frames: nothing of ours waiting, nothing nghttp2 is half-way through. */
+    if (conn->out_len != conn->out_off || conn->plain || ts_h2_session_want_write(conn->h2)) {
+        return 0;
+    }
+    if (madvise(conn->map[i].p, conn->map[i].len, MADV_DONTNEED) != 0) return 0;
+    conn->fb_released = 1;
+    return 1;
+}
+
+size_t ts_conn_mapped(const ts_conn_t *conn)
+{
+    size_t n = 0;
+    int i;
+
+    for (i = 0; i < CONN_MAP_SLOTS; i++) {
+        if (conn->map[i].p) n += conn->map[i].len;
+    }
+    return n;
 }
 
 uint16_t ts_conn_version(const ts_conn_t *conn)

@@ -101,6 +101,13 @@ size_t ts_conn_queued(const ts_conn_t *conn);
 uint64_t ts_conn_records_in(const ts_conn_t *conn);
 
 const uint8_t *ts_conn_machine_key(const ts_conn_t *conn);
+/* Bytes of the HTTP/2 session held in their own mappings (its frame buffer: resident only
+ * where touched, returned to the system at ts_conn_destroy). */
+size_t ts_conn_mapped(const ts_conn_t *conn);
+/* For a connection that has been quiet for a while: gives the frame buffer's pages back to
+ * the system (its content is dead between frames; touched again, they come back zeroed).
+ * 1 if it did (once per quiet period: the next output re-arms it), 0 if nothing to do. */
+int ts_conn_idle_release(ts_conn_t *conn);
 uint16_t ts_conn_version(const ts_conn_t *conn);
 
 #endif

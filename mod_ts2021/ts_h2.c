@@ -157,6 +157,9 @@ static apr_status_t make_options(nghttp2_option **opt)
         return APR_ENOMEM;
     /* Nothing here needs the RFC 7540 priority tree, so closed streams need not linger. */
     nghttp2_option_set_no_closed_streams(*opt, 1);
+    /* Responses carry a few short headers: HPACK's dynamic table would keep copies of them
+     * per connection (memory of thousands of idle sessions) to save a few bytes. */
+    nghttp2_option_set_max_deflate_dynamic_table_size(*opt, 0);
 #ifdef HAVE_NGHTTP2_OPTION_SET_STREAM_RESET_RATE_LIMIT
     nghttp2_option_set_stream_reset_rate_limit(*opt, TS_H2_RST_BURST, TS_H2_RST_RATE);
 #endif

@@ -21,6 +21,7 @@ struct ts_mailbox {
     void *wake_baton;
     volatile apr_uint32_t refs;
     int closed;
+    int woken;              /* a wake-up went out since the owner last took the queue */
 };
 
 apr_status_t ts_mailbox_create(ts_mailbox_t **out, ts_mailbox_wake_fn *wake, void *wake_baton)
@@ -58,6 +59,7 @@ static mailbox_item *mailbox_take_all(ts_mailbox_t *mb)
     apr_thread_mutex_lock(mb->mu);
     items = mb->head;
     mb->head = mb->tail = NULL;
+    mb->woken = 0;
     apr_thread_mutex_unlock(mb->mu);
     return items;
 }
@@ -83,10 +85,10 @@ void ts_mailbox_unref(ts_mailbox_t *mb)
     apr_pool_destroy(mb->pool);
 }
 
-apr_status_t ts_mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn, void *arg)
+static apr_status_t mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn,
+                                 void *arg, int wake)
 {
     mailbox_item *it = malloc(sizeof(*it));
-    int was_empty;
 
     if (!it) return APR_ENOMEM;
     it->next = NULL;
@@ -99,18 +101,32 @@ apr_status_t ts_mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *
         free(it);
         return APR_EOF;
     }
-    was_empty = mb->head == NULL;
     if (mb->tail) mb->tail->next = it;
     else mb->head = it;
     mb->tail = it;
-    /* Only on empty -> non-empty: a non-empty queue has a wake-up pending already (the
-     * owner empties the queue in one go, after draining its wake-ups), so a fan-out of
-     * thousands of posts costs one pipe write, not thousands that could fill the pipe.
-     * Under the lock, so that once ts_mailbox_close returns nobody wakes a target the
-     * owner is about to tear down; wake callbacks never block. */
-    if (was_empty && mb->wake) mb->wake(mb->wake_baton);
+    /* Once per batch: a wake-up already on its way covers this item too (the owner empties
+     * the queue in one go, after draining its wake-ups), so a fan-out of thousands of posts
+     * costs one pipe write, not thousands that could fill the pipe. A quiet post leaves the
+     * flag alone, so the next ordinary post still wakes the owner. Under the lock, so that
+     * once ts_mailbox_close returns nobody wakes a target the owner is about to tear down;
+     * wake callbacks never block. */
+    if (wake && !mb->woken && mb->wake) {
+        mb->woken = 1;
+        mb->wake(mb->wake_baton);
+    }
     apr_thread_mutex_unlock(mb->mu);
     return APR_SUCCESS;
+}
+
+apr_status_t ts_mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn, void *arg)
+{
+    return mailbox_post(mb, conn_id, fn, arg, 1);
+}
+
+apr_status_t ts_mailbox_post_quiet(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn,
+                                   void *arg)
+{
+    return mailbox_post(mb, conn_id, fn, arg, 0);
 }
 
 int ts_mailbox_run(ts_mailbox_t *mb, void *owner_ctx)

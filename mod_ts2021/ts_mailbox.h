@@ -31,6 +31,12 @@ void ts_mailbox_unref(ts_mailbox_t *mb);
  * so the next post after that wakes it again. */
 apr_status_t ts_mailbox_post(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn, void *arg);
 
+/* As ts_mailbox_post, without waking the owner: for an item that can wait until the owner
+ * wakes up for another reason (an event of its own that the poster arranged, or its timer).
+ * A later ordinary post still wakes it. */
+apr_status_t ts_mailbox_post_quiet(ts_mailbox_t *mb, uint64_t conn_id, ts_mailbox_fn *fn,
+                                   void *arg);
+
 /* Owner thread: runs every queued item in order, outside the lock. Returns how many.
  * Consume pending wake-ups (drain the pipe) BEFORE this call, never after: a post landing
  * between the two would otherwise have its wake-up swallowed. */

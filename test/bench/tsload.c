@@ -484,6 +484,15 @@ static int hpack_status(const uint8_t *b, size_t len)
 {
     static const int st[] = { 200, 204, 206, 304, 400, 404, 500 };
 
+    /* dynamic table size updates (001xxxxx, 5-bit prefix integer) may come first */
+    while (len > 0 && (b[0] & 0xe0) == 0x20) {
+        int more = (b[0] & 0x1f) == 0x1f;
+        b++, len--;
+        while (more && len > 0) {
+            more = (b[0] & 0x80) != 0;
+            b++, len--;
+        }
+    }
     if (len > 0 && (b[0] & 0x80) && (b[0] & 0x7f) >= 8 && (b[0] & 0x7f) <= 14)
         return st[(b[0] & 0x7f) - 8];
     /* literal with an indexed :status name: 0x48 (incremental), 0x08 or 0x18 (never/without) */

@@ -282,14 +282,27 @@ def test_bad_records_close_cleanly(ts_server, case):
     assert_serving(ts_server)
 
 
+def test_settings_leave_with_message2(ts_server):
+    """One write per handshake: the 101, message 2, the early payload and the server's HTTP/2
+    SETTINGS leave together, so they are all there once the 101 head is read."""
+    sock, sess = handshaken_socket(ts_server)
+    # On loopback one write arrives whole; the client has sent nothing since its request.
+    h2 = sess.server_stream().feed(sess.after_msg2)
+    frames = h2_frames(h2)
+    assert frames and frames[0][0] == 4 and frames[0][1] == 0      # SETTINGS, not an ACK
+    sock.close()
+    assert_serving(ts_server)
+
+
 def test_stalled_handshake_is_closed(ts_factory):
     s = ts_factory(extra_conf="    TS2021HandshakeTimeout 1\n")
     sock, sess = handshaken_socket(s)
     t = time.time()
-    # The server's SETTINGS arrive in a record, then the connection closes: no request came.
+    # The server's SETTINGS arrive in a record (with message 2 and the early payload), then
+    # the connection closes: no request came.
     data = read_all(sock, timeout=15)
     assert time.time() - t < 10
-    assert data[:1] == b"\x04"
+    assert (sess.after_msg2 + data)[:1] == b"\x04"
     sock.close()
     assert_serving(s)
 

@@ -386,6 +386,66 @@ static void test_handshake_and_settings(void **state)
     assert_int_equal(W.nreq, 0);
 }
 
+/* nghttp2's 16 KiB frame buffer lives in a mapping of its own (resident only where touched,
+ * unmapped at the end); so does a request body announced at 16 KiB or more, and its mapping
+ * goes when the request is over. Everything still flows. */
+static void test_big_blocks_mapped(void **state)
+{
+    static uint8_t body[40000];
+    char clen[16];
+    size_t base, i;
+    int32_t id;
+
+    (void)state;
+    world_init(NULL);
+    base = ts_conn_mapped(W.conn);
+    assert_true(base >= 16384);
+    assert_int_equal(base % 4096, 0);
+    for (i = 0; i < sizeof(body); i++) body[i] = (uint8_t)(i * 7 + 3);
+    snprintf(clen, sizeof(clen), "%zu", sizeof(body));
+    W.action = DO_RESPOND;
+    id = request_ex("POST", "/machine/echo", "unused", "application/octet-stream", clen, body,
+                    sizeof(body), 0, NULL);
+    cpump();
+    assert_int_equal(W.rv, APR_SUCCESS);
+    assert_int_equal(W.nreq, 1);
+    assert_int_equal(W.req[0].body_len, sizeof(body));
+    assert_int_equal(W.req[0].body_hash, fnv1a(body, sizeof(body)));
+    assert_body(cstream(&H, id), body, sizeof(body));
+    assert_int_equal(ts_conn_mapped(W.conn), base);
+    assert_idle_output();
+}
+
+/* A quiet connection gives its frame buffer's pages back, once per quiet period, never with
+ * output on its way; the buffer works as before afterwards (and can be released again). */
+static void test_idle_release(void **state)
+{
+    int32_t id;
+
+    (void)state;
+    world_init(NULL);
+    cpump();
+    assert_int_equal(W.rv, APR_SUCCESS);
+    assert_int_equal(ts_conn_idle_release(W.conn), 1);
+    assert_int_equal(ts_conn_idle_release(W.conn), 0);
+    W.action = DO_RESPOND;
+    id = request("POST", "/machine/register", "application/json", "{\"a\":1}", 7);
+    assert_true(client_to_conn() > 0);
+    /* answered inside the dispatch: the response waits for nghttp2's send */
+    assert_int_equal(W.nreq, 1);
+    assert_int_equal(ts_conn_idle_release(W.conn), 0);
+    cpump();
+    assert_int_equal(W.rv, APR_SUCCESS);
+    assert_int_equal(cstream(&H, id)->status, 200);
+    assert_body(cstream(&H, id), "{\"a\":1}", 7);
+    assert_idle_output();
+    assert_int_equal(ts_conn_idle_release(W.conn), 1);
+    id = request("POST", "/machine/register", "application/json", "{\"b\":2}", 7);
+    cpump();
+    assert_int_equal(W.rv, APR_SUCCESS);
+    assert_body(cstream(&H, id), "{\"b\":2}", 7);
+}
+
 /* A client below version 49 gets no early payload: the first record is HTTP/2 already. */
 static void test_old_client_no_early_payload(void **state)
 {
@@ -1181,6 +1241,8 @@ static void test_no_closed_callback(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_big_blocks_mapped, world_cleanup),
+        cmocka_unit_test_teardown(test_idle_release, world_cleanup),
         cmocka_unit_test_teardown(test_handshake_and_settings, world_cleanup),
         cmocka_unit_test_teardown(test_old_client_no_early_payload, world_cleanup),
         cmocka_unit_test_teardown(test_request_dispatch_and_respond, world_cleanup),

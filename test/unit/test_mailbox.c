@@ -175,6 +175,37 @@ static void test_wake_coalesced(void **state)
     ts_mailbox_unref(mb);
 }
 
+/* A quiet post wakes nobody, and does not swallow the wake-up of the next ordinary post:
+ * that one still wakes the owner, once, and a run takes both. */
+static void test_quiet_post(void **state)
+{
+    ts_mailbox_t *mb;
+
+    (void)state;
+    assert_int_equal(ts_mailbox_create(&mb, count_wake, &wakes), APR_SUCCESS);
+    assert_int_equal(ts_mailbox_post_quiet(mb, 1, count_item, NULL), APR_SUCCESS);
+    assert_int_equal(ts_mailbox_post_quiet(mb, 2, count_item, NULL), APR_SUCCESS);
+    assert_int_equal(wakes, 0);
+    assert_int_equal(ts_mailbox_post(mb, 3, count_item, NULL), APR_SUCCESS);
+    assert_int_equal(wakes, 1);
+    assert_int_equal(ts_mailbox_post(mb, 4, count_item, NULL), APR_SUCCESS);
+    assert_int_equal(ts_mailbox_post_quiet(mb, 5, count_item, NULL), APR_SUCCESS);
+    assert_int_equal(wakes, 1);          /* one wake-up covers the batch */
+    assert_int_equal(ts_mailbox_run(mb, &OWNER), 5);
+    assert_int_equal(COUNTED, 5);
+    /* a quiet item alone is run by the owner's next run, whatever woke it */
+    assert_int_equal(ts_mailbox_post_quiet(mb, 6, count_item, NULL), APR_SUCCESS);
+    assert_int_equal(wakes, 1);
+    assert_int_equal(ts_mailbox_run(mb, &OWNER), 1);
+    assert_int_equal(ts_mailbox_post(mb, 7, count_item, NULL), APR_SUCCESS);
+    assert_int_equal(wakes, 2);
+    assert_int_equal(ts_mailbox_run(mb, &OWNER), 1);
+    ts_mailbox_close(mb);
+    assert_int_equal(ts_mailbox_post_quiet(mb, 8, count_item, NULL), APR_EOF);
+    ts_mailbox_unref(mb);
+    assert_int_equal(COUNTED, 7);
+}
+
 static void test_post_after_close(void **state)
 {
     ts_mailbox_t *mb;
@@ -613,6 +644,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_fifo_order_and_owner, reset),
         cmocka_unit_test_setup(test_wake_coalesced, reset),
+        cmocka_unit_test_setup(test_quiet_post, reset),
         cmocka_unit_test_setup(test_post_after_close, reset),
         cmocka_unit_test_setup(test_unref_releases_pending, reset),
         cmocka_unit_test_setup(test_post_from_item, reset),
