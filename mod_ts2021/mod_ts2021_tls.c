@@ -213,7 +213,7 @@ static apr_status_t tls_setup(tls_conn *tc, request_rec *r)
 static apr_interval_time_t tls_sleep(tls_conn *tc, apr_time_t now)
 {
     apr_time_t due = (tc->last_in > tc->last_out ? tc->last_in : tc->last_out)
-                     + TLS_IDLE_TIMEOUT;
+                     + ts_config_idle_timeout(ts_conf(tc->ctx.s));
     apr_time_t t;
 
     if (!ts_conn_records_in(tc->core)) {
