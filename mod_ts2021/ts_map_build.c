@@ -101,11 +101,6 @@ static unsigned next_seq(ts_map_t *m)
     return m->mark_seq;
 }
 
-unsigned ts_map_next_seq(ts_map_t *m)
-{
-    return next_seq(m);
-}
-
 /* ---- full map ---- */
 
 /* A self entry, with the policy's CapMap/Capabilities instead of the default ones. */
@@ -191,6 +186,24 @@ void ts_map_full_tail(ts_map_t *m, int iv, unsigned seq, apr_time_t now, ts_sb_t
     pc_to_sb(&pc, b);
 }
 
+apr_status_t ts_map_full_begin(ts_map_t *m, apr_int64_t viewer, apr_time_t now,
+                               ts_map_node_t **v, unsigned *seq, int *iv, const char **err)
+{
+    ts_map_settle(m, now);
+    if (!(*v = ts_map_find(m, viewer))) {
+        *err = "node is not in the tailnet view";
+        return APR_NOTFOUND;
+    }
+    if (!m->derp_json) {
+        *err = "no DERP map loaded yet";
+        return APR_EAGAIN;
+    }
+    *seq = next_seq(m);
+    mark_user(m, *v, *seq);
+    *iv = ts_map_pol_index(m->pol, viewer);
+    return APR_SUCCESS;
+}
+
 apr_status_t ts_map_full(ts_map_t *m, apr_int64_t viewer, apr_time_t now, apr_pool_t *p,
                          char **json, apr_size_t *len, const char **err)
 {
@@ -199,19 +212,9 @@ apr_status_t ts_map_full(ts_map_t *m, apr_int64_t viewer, apr_time_t now, apr_po
     ts_map_node_t *v;
     unsigned seq;
     int iv;
+    apr_status_t rv = ts_map_full_begin(m, viewer, now, &v, &seq, &iv, err);
 
-    ts_map_settle(m, now);
-    if (!(v = ts_map_find(m, viewer))) {
-        *err = "node is not in the tailnet view";
-        return APR_NOTFOUND;
-    }
-    if (!m->derp_json) {
-        *err = "no DERP map loaded yet";
-        return APR_EAGAIN;
-    }
-    seq = next_seq(m);
-    mark_user(m, v, seq);
-    iv = ts_map_pol_index(m->pol, viewer);
+    if (rv != APR_SUCCESS) return rv;
     ts_map_full_head(m, v, iv, &head);
     pc_add(&pc, head.d, head.len);
     add_peers(m, &pc, v, seq);

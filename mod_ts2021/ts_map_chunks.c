@@ -431,20 +431,10 @@ apr_status_t ts_map_full_plan(ts_map_t *m, apr_int64_t viewer, apr_time_t now,
     ts_map_node_t *v;
     unsigned seq;
     int iv;
+    apr_status_t rv = ts_map_full_begin(m, viewer, now, &v, &seq, &iv, err);
 
-    ts_map_settle(m, now);
-    if (!(v = ts_map_find(m, viewer))) {
-        *err = "node is not in the tailnet view";
-        return APR_NOTFOUND;
-    }
-    if (!m->derp_json) {
-        *err = "no DERP map loaded yet";
-        return APR_EAGAIN;
-    }
+    if (rv != APR_SUCCESS) return rv;
     if (!(pl = calloc(1, sizeof(*pl)))) return APR_ENOMEM;
-    seq = ts_map_next_seq(m);
-    ts_map_mark_user(m, v, seq);
-    iv = ts_map_pol_index(m->pol, viewer);
     ts_map_full_head(m, v, iv, &b);
     pl_text(pl, b.d, b.len);
     b.len = 0;

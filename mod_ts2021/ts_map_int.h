@@ -156,8 +156,12 @@ uint64_t ts_map_node_pol_hash(const ts_map_node_t *n);
 
 struct ts_sb;
 /* ---- full-map pieces shared by ts_map_full and ts_map_chunks.c (ts_map_build.c) ---- */
-unsigned ts_map_next_seq(ts_map_t *m);
 void ts_map_mark_user(ts_map_t *m, const ts_map_node_t *n, unsigned seq);
+/* The start of every full map: the view settled, the viewer found, the DERP map present
+ * (APR_NOTFOUND / APR_EAGAIN with *err otherwise), a new seq with the viewer's user marked,
+ * and the viewer's policy index. */
+apr_status_t ts_map_full_begin(ts_map_t *m, apr_int64_t viewer, apr_time_t now,
+                               ts_map_node_t **v, unsigned *seq, int *iv, const char **err);
 /* {"Node":<self>,"DERPMap":<derp> (iv: the viewer's policy index or -1) */
 void ts_map_full_head(ts_map_t *m, const ts_map_node_t *v, int iv, struct ts_sb *b);
 /* DNSConfig .. the closing brace; UserProfiles are the users marked with seq. */
