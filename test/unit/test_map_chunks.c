@@ -8,11 +8,6 @@
 
 static ts_mapframe_enc_t *enc;
 
-static const ts_policy_user_t users[] = {
-    { 1, "alice", "alice@example.net", 0, 0 },
-    { 2, "bob", "bob@example.net", 0, 0 },
-};
-static const apr_int64_t user_ids[] = { 1, 2 };
 
 /* n nodes (ids 1..n, every 7th tagged tag:web, the rest alice's or bob's), all online. */
 static ts_map_t *view(int n)
@@ -30,32 +25,6 @@ static ts_map_t *view(int n)
     }
     ts_map_delta_unref(delta(m, NOW));
     return m;
-}
-
-static void install(ts_map_t *m, const char *text)
-{
-    ts_map_pol_inputs_t in;
-    ts_policy_tailnet_t tn;
-    ts_policy_t *pol;
-    ts_policy_result_t *res;
-    ts_map_pol_t *mp;
-    const char *err = NULL;
-    apr_pool_t *p;
-
-    apr_pool_create(&p, pool);
-    ts_map_policy_inputs(m, p, user_ids, 2, &in);
-    memset(&tn, 0, sizeof(tn));
-    tn.users = users;
-    tn.nusers = 2;
-    tn.nodes = in.nodes;
-    tn.nnodes = in.nnodes;
-    tn.control_url = "https://ctl.example.net";
-    if (ts_policy_parse(p, text, strlen(text), &pol, &err)
-        || ts_policy_compile(p, pol, &tn, &res, &err))
-        fail_msg("policy: %s", err);
-    assert_int_equal(ts_map_pol_prepare(res, &in, &mp), APR_SUCCESS);
-    apr_pool_destroy(p);
-    ts_map_set_policy(m, mp);
 }
 
 typedef struct stats {

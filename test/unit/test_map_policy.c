@@ -3,11 +3,6 @@
  * update a policy change produces (removed and newly visible peers, new filters). */
 #include "test_map_fixture.h"
 
-static const ts_policy_user_t users[] = {
-    { 1, "alice", "alice@example.net", 0, 0 },
-    { 2, "bob", "bob@example.net", 0, 0 },
-};
-static const apr_int64_t user_ids[] = { 1, 2 };
 
 /* alice's n1, n2; bob's n3; n4 tagged tag:web. All online, first delta taken. */
 static ts_map_t *view4(void)
@@ -25,37 +20,6 @@ static ts_map_t *view4(void)
     for (i = 1; i <= 4; i++) ts_map_node_set_online(m, i, 1, 0);
     ts_map_delta_unref(delta(m, NOW));
     return m;
-}
-
-/* Compiles text against the view and installs it (NULL: no policy). */
-static void install(ts_map_t *m, const char *text)
-{
-    ts_map_pol_inputs_t in;
-    ts_policy_tailnet_t tn;
-    ts_policy_t *pol;
-    ts_policy_result_t *res;
-    ts_map_pol_t *mp;
-    const char *err = NULL;
-    apr_pool_t *p;
-
-    if (!text) {
-        ts_map_set_policy(m, NULL);
-        return;
-    }
-    apr_pool_create(&p, pool);
-    ts_map_policy_inputs(m, p, user_ids, 2, &in);
-    memset(&tn, 0, sizeof(tn));
-    tn.users = users;
-    tn.nusers = 2;
-    tn.nodes = in.nodes;
-    tn.nnodes = in.nnodes;
-    tn.control_url = "https://ctl.example.net";
-    if (ts_policy_parse(p, text, strlen(text), &pol, &err)
-        || ts_policy_compile(p, pol, &tn, &res, &err))
-        fail_msg("policy: %s", err);
-    assert_int_equal(ts_map_pol_prepare(res, &in, &mp), APR_SUCCESS);
-    apr_pool_destroy(p);            /* the prepared form owns what it needs */
-    ts_map_set_policy(m, mp);
 }
 
 static const char *peer_ids(json_t *map, const char *field)
